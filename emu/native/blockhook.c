@@ -3,8 +3,9 @@
  *
  * Unicorn calls l4emu_block_cb at the start of every translated block it is about to run,
  * with the block's virtual address and size in bytes.  The callback:
- *   - stops the run before the block when the instruction budget is spent or the host asked
- *     for a stop (uc_emu_stop from a block hook takes effect before the block executes);
+ *   - stops the run before the block when the instruction budget is spent (the host asks for
+ *     a stop by zeroing the budget; uc_emu_stop from a block hook takes effect before the
+ *     block executes);
  *   - otherwise adds the block's instruction count to the retired-instruction total.
  * Instruction counts per block come from a table keyed by (virtual address, size, CR3) that
  * Python fills: on a miss the callback stops the run, Python asks Unicorn for the block's
@@ -27,27 +28,23 @@ struct bh_entry {
     uint32_t icount;
 };
 
-enum { STOP_NONE = 0, STOP_BUDGET = 1, STOP_REQUEST = 2, STOP_MISS = 3 };
+enum { STOP_NONE = 0, STOP_BUDGET = 1, STOP_MISS = 3 };
 
 /* Shared with Python through ctypes (emu/cpu.py mirrors this layout). */
 struct bh_state {
     uint64_t total;        /* retired instructions, counted a whole block at a time */
-    uint64_t budget;       /* stop before any block that starts at total >= budget */
-    uint64_t last_va;      /* the last block counted */
-    uint32_t last_size;
-    uint32_t last_icount;
+    uint64_t budget;       /* stop before any block that starts at total >= budget; the host
+                              sets it to 0 to stop at the next block */
+    struct bh_entry *last; /* the last block counted (NULL: none, or forgotten) */
     uint32_t stopped;      /* why the callback stopped the run (STOP_*) */
-    uint32_t stop_request; /* host: stop before the next block */
-    uint64_t miss_va;      /* STOP_MISS: the block that has no entry yet */
+    uint32_t miss_size;    /* STOP_MISS: the block that has no entry yet */
+    uint64_t miss_va;
     uint64_t miss_cr3;
-    uint32_t miss_size;
-    uint32_t pad;
     const uint64_t *cr3;   /* &env->cr[3] of the live CPU */
     uc_stop_fn emu_stop;
     struct bh_entry *table;
     uint64_t mask;         /* table size - 1 (a power of two) */
     uint64_t used;
-    uint64_t blocks;       /* blocks executed (statistics) */
 };
 
 static inline uint64_t slot_of(const struct bh_state *s, uint64_t va, uint64_t cr3, uint32_t size)
@@ -59,32 +56,33 @@ static inline uint64_t slot_of(const struct bh_state *s, uint64_t va, uint64_t c
 void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
 {
     struct bh_state *s = (struct bh_state *)user;
-    if (s->stop_request || s->total >= s->budget) {
-        s->stopped = s->stop_request ? STOP_REQUEST : STOP_BUDGET;
+    if (s->total >= s->budget) {
+        s->stopped = STOP_BUDGET;
         s->emu_stop(uc);
         return;
     }
     uint64_t cr3 = *s->cr3;
-    uint64_t i = slot_of(s, va, cr3, size);
-    for (;;) {
-        struct bh_entry *e = &s->table[i];
-        if (e->size == size && e->va == va && e->cr3 == cr3) {
-            s->total += e->icount;
-            s->last_va = va;
-            s->last_size = size;
-            s->last_icount = e->icount;
-            s->blocks++;
-            return;
+    struct bh_entry *e = s->last;
+    if (!(e && e->va == va && e->cr3 == cr3 && e->size == size)) {
+        /* Not the block that ran last (a self-loop is the common case): look it up. */
+        uint64_t i = slot_of(s, va, cr3, size);
+        for (;;) {
+            e = &s->table[i];
+            if (e->size == size && e->va == va && e->cr3 == cr3)
+                break;
+            if (e->size == 0) {
+                s->stopped = STOP_MISS;
+                s->miss_va = va;
+                s->miss_cr3 = cr3;
+                s->miss_size = size;
+                s->emu_stop(uc);
+                return;
+            }
+            i = (i + 1) & s->mask;
         }
-        if (e->size == 0)
-            break;
-        i = (i + 1) & s->mask;
     }
-    s->stopped = STOP_MISS;
-    s->miss_va = va;
-    s->miss_cr3 = cr3;
-    s->miss_size = size;
-    s->emu_stop(uc);
+    s->total += e->icount;
+    s->last = e;
 }
 
 static int insert_raw(struct bh_state *s, uint64_t va, uint64_t cr3, uint32_t size, uint32_t icount)
@@ -116,6 +114,7 @@ int l4emu_block_reset(struct bh_state *s, unsigned log2)
         return -1;
     free(s->table);
     s->table = t;
+    s->last = NULL;
     s->mask = ((uint64_t)1 << log2) - 1;
     s->used = 0;
     return 0;
@@ -131,6 +130,7 @@ int l4emu_block_insert(struct bh_state *s, uint64_t va, uint64_t cr3, uint32_t s
         if (!t)
             return -1;
         s->table = t;
+        s->last = NULL;
         s->mask = n * 2 - 1;
         s->used = 0;
         for (uint64_t j = 0; j < n; j++)

@@ -1,0 +1,113 @@
+"""Intel-syntax assembly with keystone 0.9.2, minus its known traps (DESIGN D7).
+
+Keystone mis-assembles a few system instructions in 32-bit mode (research/unicorn.md §1):
+`ljmp sel:off` comes out as the 16-bit form (66 EA), `lgdt`/`lidt [m]` gain a 66 prefix
+(24-bit base), `iret`/`pushf`/`popf` are the 16-bit forms, and `;` separates statements instead
+of starting a comment.  `assemble()` rewrites the source before keystone sees it:
+
+    FARJMP sel, target        ->  jmp ptr16:32          (EA, 4-byte offset, 2-byte selector)
+    FARCALL sel, target       ->  call ptr16:32         (9A ...)
+    LGDT [m] / LIDT [m]       ->  0F 01 /2 or /3 with a 32-bit absolute address
+    iret / pushf / popf       ->  iretd / pushfd / popfd
+    ; and # start comments
+
+and then checks the result with capstone: every `lgdt`/`lidt`/`ljmp`/`lcall`/`iret`/`pushf`/
+`popf` must be the 32-bit form, or `AsmError` names the line.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import capstone
+from keystone import KS_ARCH_X86, KS_MODE_32, Ks, KsError
+
+
+class AsmError(Exception):
+    """The source did not assemble, or assembled into a form we refuse."""
+
+
+@dataclass
+class Assembled:
+    code: bytes
+    base: int
+    symbols: dict[str, int]
+
+
+_FAR = re.compile(r"^(FARJMP|FARCALL)\s+([^,]+),\s*(.+)$", re.I)
+_DT = re.compile(r"^(LGDT|LIDT)\s+\[?\s*([^\]]+?)\s*\]?$", re.I)
+_LABEL = re.compile(r"^([A-Za-z_.$][\w.$]*):")
+_WIDEN = {"iret": "iretd", "pushf": "pushfd", "popf": "popfd"}
+
+
+def preprocess(src: str) -> str:
+    out = []
+    for raw in src.splitlines():
+        line = re.split(r"[;#]", raw, maxsplit=1)[0].rstrip()
+        s = line.strip()
+        m = _LABEL.match(s)
+        if m and s[m.end():].strip():
+            # "label: insn": emit the label on its own line so the rewrites below see the insn.
+            out.append(m.group(0))
+            s = line = s[m.end():].strip()
+        m = _FAR.match(s)
+        if m:
+            op = 0xEA if m.group(1).upper() == "FARJMP" else 0x9A
+            out.append(f".byte {op:#x}\n.long {m.group(3)}\n.short {m.group(2)}")
+            continue
+        m = _DT.match(s)
+        if m:
+            modrm = 0x15 if m.group(1).upper() == "LGDT" else 0x1D
+            out.append(f".byte 0x0f, 0x01, {modrm:#x}\n.long {m.group(2)}")
+            continue
+        word = s.split()[0].lower() if s else ""
+        if word in _WIDEN and s.lower() == word:
+            line = line.replace(s, _WIDEN[word])
+        out.append(line)
+    return "\n".join(out)
+
+
+_ks = Ks(KS_ARCH_X86, KS_MODE_32)
+_cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+
+
+def _labels(src: str) -> list[str]:
+    names = []
+    for line in src.splitlines():
+        m = _LABEL.match(line.strip())
+        if m:
+            names.append(m.group(1))
+    return names
+
+
+def assemble(src: str, base: int = 0) -> Assembled:
+    """Assemble `src` for address `base`; returns the bytes and the address of every label."""
+    text = preprocess(src)
+    try:
+        enc, _ = _ks.asm(text, base)
+    except KsError as e:
+        raise AsmError(f"keystone: {e}") from None
+    code = bytes(enc or b"")
+    names = _labels(text)
+    symbols: dict[str, int] = {}
+    if names:
+        # One more pass with a table of every label appended gives all their addresses.
+        table = "\n".join(f".long {n}" for n in names)
+        try:
+            probe, _ = _ks.asm(text + "\n" + table + "\n", base)
+        except KsError as e:
+            raise AsmError(f"keystone: {e}") from None
+        tail = bytes(probe)[-4 * len(names):]
+        for i, n in enumerate(names):
+            symbols[n] = int.from_bytes(tail[4 * i:4 * i + 4], "little")
+    _check(code, base)
+    return Assembled(code, base, symbols)
+
+
+def _check(code: bytes, base: int) -> None:
+    for insn in _cs.disasm(code, base):
+        b = insn.bytes
+        if b[:1] == b"\x66" and insn.mnemonic in ("ljmp", "lcall", "lgdt", "lidt", "iret",
+                                                  "pushf", "popf"):
+            raise AsmError(f"{insn.address:#x}: keystone emitted the 16-bit form of "
+                           f"'{insn.mnemonic}'")

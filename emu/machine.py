@@ -1,0 +1,395 @@
+"""The machine: CPU, RAM, clock, buses and devices, and the deterministic run loop (DESIGN D5, D10).
+
+The run loop executes the guest in budgets that end at the next clock event (a timer expiry,
+a device completion) or at a limit the caller set.  Between budgets it fires due events and,
+when EFLAGS.IF is set and no interrupt shadow is active, takes one interrupt from the CPU's
+INTR pin and delivers it through the guest IDT.  `hlt` jumps the clock to the next event.
+Budgets end at block boundaries (the native block callback), so interrupts arrive at the
+first block boundary at or after their time: the same image and inputs give the same
+instruction counts and the same output on every run.
+
+Every observer (CLI, tests, debugger, GDB stub, benchmarks) uses this API: run / stop /
+step / run_until, breakpoints, registers, virtual and physical memory, counters and the trap
+record.  None of them reaches into Unicorn.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import unicorn
+from unicorn import x86_const as X
+
+from .bus import Device, InterruptPin, IrqBus, MmioBus, PortBus
+from .clock import DEFAULT_IPS, Clock
+from .cpu import STOP_BUDGET, STOP_MISS, STOP_NONE, GP, VECTOR_NAMES, Cpu, Shutdown
+from .devices.debugexit import DebugExit
+from .devices.uart import Uart16550
+from .errors import UserError
+from .memory import Ram
+
+#: Longest stretch the guest runs without Python regaining control (Ctrl-C, host stops).
+MAX_SLICE = 50_000_000
+
+
+class Stop(enum.Enum):
+    EXIT = "exit"                  # the guest wrote the exit device
+    MAX_INSNS = "max-insns"        # the instruction limit was reached
+    HALTED = "halted"              # hlt with nothing that can ever wake the CPU
+    TRIPLE_FAULT = "triple-fault"
+    BREAKPOINT = "breakpoint"
+    STEPPED = "stepped"
+    REQUESTED = "requested"        # the host asked (Ctrl-C, a tool)
+    RESET = "reset"                # the guest asked for a system reset
+    ENGINE_ERROR = "engine-error"  # e.g. an access to unbacked physical memory
+    HOST_ERROR = "host-error"      # a bug on the host side, caught inside a hook
+
+
+@dataclass
+class RunResult:
+    reason: Stop
+    insns: int
+    exit_status: Optional[int] = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is Stop.EXIT
+
+
+@dataclass
+class Breakpoint:
+    addr: int
+    temporary: bool = False
+    hits: int = 0
+    handle: int = 0
+
+
+@dataclass
+class MachineStats:
+    slices: int = 0
+    irqs_delivered: int = 0
+    idle_insns: int = 0
+    halts: int = 0
+
+
+class Machine:
+    """A uniprocessor PC: RAM at 0, COM1, the isa-debug-exit port, and whatever devices are
+    added; guest code is loaded by the boot loader or by the caller."""
+
+    def __init__(self, ram_mib: int = 256, ips: int = DEFAULT_IPS,
+                 serial_out: Optional[Callable[[bytes], None]] = None) -> None:
+        if not 2 <= ram_mib <= 3072:
+            raise UserError(f"RAM size {ram_mib} MiB is outside 2..3072 MiB")
+        self.clock = Clock(ips)
+        self.ram = Ram(ram_mib << 20)
+        self.ports = PortBus()
+        self.mmio = MmioBus()
+        self.irqs = IrqBus()
+        self.intr = InterruptPin()
+        self.cpu = Cpu(self.ram, self.ports, self.mmio, tsc=lambda insns: insns)
+        self.clock.counter = self.cpu.bh
+        self.clock.on_earlier_deadline = self._lower_budget
+        self.stats = MachineStats()
+        self.devices: list[Device] = []
+        self.breakpoints: dict[int, Breakpoint] = {}
+        self.halted = False
+        self.exit_status: Optional[int] = None
+        self._stop_reason: Optional[Stop] = None
+        self._stop_detail = ""
+        self._bp_hit: Optional[int] = None
+        self._bp_cb = None
+        self._counted_mode = False
+        self.serial = Uart16550(self.clock, self.irqs.line(4), base=0x3F8, output=serial_out)
+        self.add_device(self.serial)
+        self.add_device(DebugExit(self._guest_exit))
+
+    # -- construction -------------------------------------------------------------------------
+    def add_device(self, dev: Device) -> Device:
+        self.ports.attach(dev)
+        for base, size, _ in self.mmio.attach(dev):
+            self.cpu.map_mmio(base, size)
+        self.devices.append(dev)
+        return dev
+
+    def load(self, addr: int, data: bytes) -> None:
+        """Write bytes to guest physical memory (loader, tests); translations are dropped."""
+        self.ram.write(addr, data)
+        self.cpu.code_written()
+
+    def set_entry_state(self, eip: int, regs: Optional[dict[str, int]] = None,
+                        flat_gdt_at: int = 0x500) -> None:
+        """Enter like a multiboot loader (DESIGN D2): a loader GDT with flat 32-bit code (0x08)
+        and data (0x10) segments, paging off, IF=0; `regs` sets general registers."""
+        gdt = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
+        self.ram.write(flat_gdt_at, gdt)
+        uc = self.cpu.uc
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, flat_gdt_at, len(gdt) - 1, 0))
+        uc.reg_write(X.UC_X86_REG_CR0, 0x11)
+        uc.reg_write(X.UC_X86_REG_CS, 0x08)
+        for seg in (X.UC_X86_REG_SS, X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS,
+                    X.UC_X86_REG_GS):
+            uc.reg_write(seg, 0x10)
+        uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
+        for name, value in (regs or {}).items():
+            uc.reg_write(getattr(X, "UC_X86_REG_" + name.upper()), value)
+        uc.reg_write(X.UC_X86_REG_EIP, eip)
+
+    # -- stopping --------------------------------------------------------------------------------
+    def _guest_exit(self, status: int) -> None:
+        self.exit_status = status
+        self.request_stop(Stop.EXIT)
+
+    def request_stop(self, reason: Stop = Stop.REQUESTED, detail: str = "") -> None:
+        """Stop before the next block; safe from device handlers, hooks and signal handlers."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            self._stop_detail = detail
+        self.cpu.request_stop()
+
+    def _lower_budget(self, when: int) -> None:
+        st = self.cpu.bh
+        if when < st.budget:
+            st.budget = when
+
+    # -- breakpoints --------------------------------------------------------------------------------
+    def add_breakpoint(self, addr: int, temporary: bool = False) -> Breakpoint:
+        bp = self.breakpoints.get(addr)
+        if bp is None:
+            if self._bp_cb is None:
+                self._bp_cb = self._on_breakpoint
+            bp = Breakpoint(addr, temporary)
+            bp.handle = self.cpu.uc.hook_add(unicorn.UC_HOOK_CODE, self._bp_cb,
+                                             begin=addr, end=addr)
+            self.breakpoints[addr] = bp
+            self.cpu.code_written()     # blocks already translated must see the hook
+        return bp
+
+    def remove_breakpoint(self, addr: int) -> None:
+        bp = self.breakpoints.pop(addr, None)
+        if bp is not None:
+            with self.cpu._guard_spurious():
+                self.cpu.uc.hook_del(bp.handle)
+
+    def _on_breakpoint(self, uc, address, size, user) -> None:
+        if self._counted_mode:
+            return
+        addr = address & 0xFFFFFFFF
+        if self._bp_hit is None:
+            self._bp_hit = addr
+            uc.emu_stop()
+
+    # -- running --------------------------------------------------------------------------------
+    def run(self, max_insns: Optional[int] = None, until: Optional[int] = None) -> RunResult:
+        """Run until the guest exits, a limit or breakpoint is reached, or it can make no more
+        progress.  `max_insns` counts from now; `until` is a one-shot breakpoint address."""
+        cpu, clock, st = self.cpu, self.clock, self.cpu.bh
+        limit = None if max_insns is None else clock.now + max_insns
+        if until is not None:
+            self.add_breakpoint(until, temporary=True)
+        if self._counted_mode:
+            self._leave_counted_mode()
+        self._stop_reason = None
+        cpu.clear_stop()
+        if self.breakpoints and cpu.eip in self.breakpoints:
+            # Resuming from a breakpoint: execute the instruction under it first.
+            r = self.step(1)
+            if r.reason is not Stop.STEPPED:
+                return r
+            self._leave_counted_mode()
+        try:
+            while True:
+                clock.fire_due()
+                if self._stop_reason is not None:
+                    return self._finish(self._stop_reason, self._stop_detail)
+                if limit is not None and clock.now >= limit:
+                    return self._finish(Stop.MAX_INSNS, f"reached the limit of {max_insns} "
+                                        "instructions")
+                self._take_interrupt()
+                if self.halted:
+                    r = self._idle(limit)
+                    if r is not None:
+                        return r
+                    continue
+                budget = clock.now + MAX_SLICE
+                nd = clock.next_deadline()
+                if nd is not None and nd < budget:
+                    budget = nd
+                if limit is not None and limit < budget:
+                    budget = limit
+                if budget <= clock.now:
+                    budget = clock.now + 1      # e.g. an interrupt shadow: run one block
+                err = cpu.run(budget)
+                self.stats.slices += 1
+                r = self._after_run(err)
+                if r is not None:
+                    return r
+        except Shutdown:
+            return self._finish(Stop.TRIPLE_FAULT, cpu.shutdown or "triple fault")
+        finally:
+            if until is not None:
+                self.remove_breakpoint(until)
+
+    def _take_interrupt(self) -> None:
+        cpu = self.cpu
+        if cpu.interrupts_enabled and self.intr.pending():
+            vec = self.intr.acknowledge()
+            if vec is not None:
+                self.halted = False
+                self.stats.irqs_delivered += 1
+                cpu.deliver(vec, kind="irq")
+
+    def _idle(self, limit: Optional[int]) -> Optional[RunResult]:
+        """hlt: skip to the next event, or stop when nothing can wake the CPU."""
+        cpu, clock = self.cpu, self.clock
+        if not cpu.env.eflags_sys & 0x200:
+            return self._finish(Stop.HALTED, "hlt with interrupts disabled (IF=0): the CPU "
+                                "can never wake up")
+        nd = clock.next_deadline()
+        if nd is None:
+            return self._finish(Stop.HALTED, "hlt with no timer or device event pending: "
+                                "nothing can wake the CPU")
+        target = nd if limit is None else min(nd, limit)
+        if target > clock.now:
+            self.stats.idle_insns += target - clock.now
+            clock.advance(target - clock.now)
+        return None
+
+    def _after_run(self, err: int) -> Optional[RunResult]:
+        cpu, st = self.cpu, self.cpu.bh
+        if cpu.fatal is not None:
+            e = cpu.fatal
+            return self._finish(Stop.HOST_ERROR, f"host error in a hook: "
+                                f"{type(e).__name__}: {e}")
+        if cpu.shutdown is not None:
+            return self._finish(Stop.TRIPLE_FAULT, cpu.shutdown)
+        if cpu.pending_io_fault is not None:
+            cpu.env.eip = cpu.pending_io_fault.eip
+            cpu.pending_io_fault = None
+            cpu.deliver(GP, 0, kind="fault")
+            return None
+        if self._bp_hit is not None:
+            addr, self._bp_hit = self._bp_hit, None
+            cpu.retire_partial(addr)
+            bp = self.breakpoints.get(addr)
+            if bp is not None:
+                bp.hits += 1
+            return self._finish(Stop.BREAKPOINT, f"breakpoint at {addr:#010x}")
+        if err:
+            cpu.retire_partial(cpu.eip)
+            return self._finish(Stop.ENGINE_ERROR, _engine_error_text(err, cpu))
+        stopped = st.stopped
+        if stopped == STOP_MISS:
+            cpu.learn_block()
+            return None
+        if stopped == STOP_BUDGET:
+            if self._stop_reason is None:
+                cpu.clear_stop()        # a device's stop that the machine did not adopt
+            return None
+        if stopped == STOP_NONE and cpu.block_ended_at_halt():
+            self.halted = True
+            self.stats.halts += 1
+            return None
+        return self._finish(Stop.ENGINE_ERROR, f"the CPU stopped at {cpu.eip:#010x} for no "
+                            "reason the machine knows")
+
+    def _finish(self, reason: Stop, detail: str = "") -> RunResult:
+        self.cpu.clear_stop()
+        self._stop_reason = None
+        return RunResult(reason, self.clock.now, self.exit_status, detail)
+
+    def step(self, n: int = 1) -> RunResult:
+        """Execute `n` instructions exactly (interrupts and events are handled in between)."""
+        cpu, clock, st = self.cpu, self.clock, cpu_bh(self)
+        self._counted_mode = True
+        try:
+            done = 0
+            while done < n:
+                clock.fire_due()
+                if self._stop_reason is not None:
+                    return self._finish(self._stop_reason, self._stop_detail)
+                self._take_interrupt()
+                if self.halted:
+                    r = self._idle(None)
+                    if r is not None:
+                        return r
+                    continue
+                before = st.total
+                traps = cpu.stats.traps
+                err = cpu.run_counted(1)
+                if st.stopped == STOP_MISS:
+                    st.total = before
+                    cpu.learn_block()
+                    continue
+                if cpu.fatal is not None or cpu.shutdown is not None or err:
+                    return self._after_run(err) or self._finish(Stop.ENGINE_ERROR)
+                if cpu.pending_io_fault is not None:
+                    st.total = before
+                    self._after_run(0)
+                    done += 1
+                    continue
+                faulted = cpu.stats.traps != traps and cpu.traps[-1].kind == "fault"
+                st.total = before + (0 if faulted else 1)
+                cpu.forget_last_block()
+                if cpu.block_ended_at_halt() or _just_halted(cpu):
+                    self.halted = True
+                done += 1
+            return self._finish(Stop.STEPPED, f"stepped {n}")
+        except Shutdown:
+            return self._finish(Stop.TRIPLE_FAULT, cpu.shutdown or "triple fault")
+
+    def _leave_counted_mode(self) -> None:
+        """The first run without a count removes Unicorn's counting hook, which invalidates
+        blocks at the current CPL and may leave a spurious #PF behind (research §11): let that
+        happen in a run that stops before its first block, then restore CR2."""
+        cpu = self.cpu
+        self._counted_mode = False
+        with cpu._guard_spurious():
+            cpu.request_stop()
+            cpu.run(0)
+            cpu.clear_stop()
+
+    # -- reports ------------------------------------------------------------------------------------
+    def report(self) -> str:
+        """Registers, the last traps and the code at EIP: what a user needs after a bad stop."""
+        cpu = self.cpu
+        r = cpu.registers()
+        lines = [
+            "eax={eax:08x} ebx={ebx:08x} ecx={ecx:08x} edx={edx:08x} esi={esi:08x} "
+            "edi={edi:08x} ebp={ebp:08x} esp={esp:08x}".format(**r),
+            "eip={eip:08x} eflags={eflags:08x} cs={cs:04x} ss={ss:04x} ds={ds:04x} "
+            "cr0={cr0:08x} cr2={cr2:08x} cr3={cr3:08x} cr4={cr4:08x} cpl={cpl}".format(
+                cpl=cpu.cpl, **r),
+        ]
+        if cpu.traps:
+            lines.append("last traps: " + "; ".join(t.describe() for t in cpu.traps[-4:]))
+        lines.append("code: " + " | ".join(cpu.disassemble(cpu.eip, 3)))
+        lines.append(f"instructions retired: {self.clock.now}")
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        self.cpu.close()
+
+
+def cpu_bh(m: Machine):
+    return m.cpu.bh
+
+
+def _just_halted(cpu: Cpu) -> bool:
+    try:
+        return cpu.read_virt(cpu.eip - 1, 1) == b"\xf4" and cpu.cpl == 0
+    except Exception:
+        return False
+
+
+def _engine_error_text(err: int, cpu: Cpu) -> str:
+    names = {unicorn.UC_ERR_READ_UNMAPPED: "read of unbacked physical memory",
+             unicorn.UC_ERR_WRITE_UNMAPPED: "write to unbacked physical memory",
+             unicorn.UC_ERR_FETCH_UNMAPPED: "instruction fetch from unbacked physical memory",
+             unicorn.UC_ERR_EXCEPTION: "unhandled CPU exception"}
+    what = names.get(err, f"Unicorn error {err}")
+    return f"{what} at eip={cpu.eip:#010x}"
+
+
+__all__ = ["Machine", "RunResult", "Stop", "Breakpoint", "VECTOR_NAMES", "field"]
