@@ -40,10 +40,26 @@ _LABEL = re.compile(r"^([A-Za-z_.$][\w.$]*):")
 _WIDEN = {"iret": "iretd", "pushf": "pushfd", "popf": "popfd"}
 
 
+def strip_comment(line: str) -> str:
+    """Drop a `;` or `#` comment, leaving string literals intact."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == "\\":
+                continue
+            if ch == quote and line[i - 1] != "\\":
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in ";#":
+            return line[:i].rstrip()
+    return line.rstrip()
+
+
 def preprocess(src: str) -> str:
     out = []
     for raw in src.splitlines():
-        line = re.split(r"[;#]", raw, maxsplit=1)[0].rstrip()
+        line = strip_comment(raw)
         s = line.strip()
         m = _LABEL.match(s)
         if m and s[m.end():].strip():

@@ -342,6 +342,9 @@ class Cpu:
         self.fatal: Optional[BaseException] = None  # a host bug caught inside a hook
         self.pending_io_fault: Optional[IoDenied] = None
         self.stop_requested = False
+        #: Called after every port or MMIO write by the guest (the machine checks whether an
+        #: interrupt became deliverable).
+        self.after_device_write: Optional[Callable[[], None]] = None
         self._install_block_hook()
         self._install_hooks()
         for base, size, dev in mmio.regions:
@@ -444,6 +447,8 @@ class Cpu:
                 dev = bus.find(base + offset)
                 if dev:
                     dev.mmio_write(base + offset, sz, value)
+                if self.after_device_write is not None:
+                    self.after_device_write()
             except BaseException as e:
                 self._host_error(e)
 
@@ -743,6 +748,8 @@ class Cpu:
                 self._deny_io()
                 return
             self.ports.write(port, size, value)
+            if self.after_device_write is not None:
+                self.after_device_write()
         except BaseException as e:
             self._host_error(e)
 

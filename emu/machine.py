@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable, Optional
 
 import unicorn
@@ -24,13 +25,23 @@ from unicorn import x86_const as X
 from .bus import Device, InterruptPin, IrqBus, MmioBus, PortBus
 from .clock import DEFAULT_IPS, Clock
 from .cpu import STOP_BUDGET, STOP_MISS, STOP_NONE, GP, VECTOR_NAMES, Cpu, Shutdown
+from .devices.ata import AtaChannel, AtaDisk
+from .devices.cga import CgaText
 from .devices.debugexit import DebugExit
+from .devices.i8042 import I8042
+from .devices.ioapic import IoApic
+from .devices.lapic import Imcr, LocalApic
+from .devices.pic import Pic8259Pair
+from .devices.pit import Pit8254
+from .devices.rtc import Rtc
 from .devices.uart import Uart16550
 from .errors import UserError
 from .memory import Ram
 
 #: Longest stretch the guest runs without Python regaining control (Ctrl-C, host stops).
 MAX_SLICE = 50_000_000
+#: Where the guest's real-time clock starts unless the user asks for the host's time.
+RTC_EPOCH = datetime(2026, 1, 1, 0, 0, 0)
 
 
 class Stop(enum.Enum):
@@ -79,7 +90,9 @@ class Machine:
     added; guest code is loaded by the boot loader or by the caller."""
 
     def __init__(self, ram_mib: int = 256, ips: int = DEFAULT_IPS,
-                 serial_out: Optional[Callable[[bytes], None]] = None) -> None:
+                 serial_out: Optional[Callable[[bytes], None]] = None,
+                 disks: tuple[AtaDisk | None, AtaDisk | None] = (None, None),
+                 rtc_start: Optional[datetime] = None) -> None:
         if not 2 <= ram_mib <= 3072:
             raise UserError(f"RAM size {ram_mib} MiB is outside 2..3072 MiB")
         self.clock = Clock(ips)
@@ -89,6 +102,7 @@ class Machine:
         self.irqs = IrqBus()
         self.intr = InterruptPin()
         self.cpu = Cpu(self.ram, self.ports, self.mmio, tsc=lambda insns: insns)
+        self.cpu.after_device_write = self._interrupt_maybe
         self.clock.counter = self.cpu.bh
         self.clock.on_earlier_deadline = self._lower_budget
         self.stats = MachineStats()
@@ -101,9 +115,30 @@ class Machine:
         self._bp_hit: Optional[int] = None
         self._bp_cb = None
         self._counted_mode = False
-        self.serial = Uart16550(self.clock, self.irqs.line(4), base=0x3F8, output=serial_out)
-        self.add_device(self.serial)
+        self._build_pc(serial_out, disks, rtc_start or RTC_EPOCH)
+
+    def _build_pc(self, serial_out, disks, rtc_start: datetime) -> None:
+        """The devices of the PC this machine is (DESIGN D9): each gets only its IRQ line, the
+        clock, and (for the controllers) the interrupt pin it drives."""
+        line = self.irqs.line
+        self.pic = self.add_device(Pic8259Pair())
+        self.irqs.attach(self.pic)
+        self.lapic = self.add_device(LocalApic(self.clock))
+        self.lapic.on_interrupt = self._interrupt_maybe
+        self.ioapic = self.add_device(IoApic(self.lapic))
+        self.irqs.attach(self.ioapic)
+        self.imcr = self.add_device(Imcr(self.intr, self.pic, self.lapic))
+        self.pit = self.add_device(Pit8254(self.clock, line(0)))
+        self.rtc = self.add_device(Rtc(self.clock, line(8), rtc_start, self.ram.size))
+        self.kbc = self.add_device(I8042(on_reset=self._guest_reset, irq1=line(1),
+                                         irq12=line(12)))
+        self.cga = self.add_device(CgaText(self.ram))
+        self.serial = self.add_device(Uart16550(self.clock, line(4), base=0x3F8,
+                                                output=serial_out))
         self.add_device(DebugExit(self._guest_exit))
+        self.ata = None
+        if any(d is not None for d in disks):
+            self.ata = self.add_device(AtaChannel(self.clock, line(14), disks[0], disks[1]))
 
     # -- construction -------------------------------------------------------------------------
     def add_device(self, dev: Device) -> Device:
@@ -137,6 +172,15 @@ class Machine:
         uc.reg_write(X.UC_X86_REG_EIP, eip)
 
     # -- stopping --------------------------------------------------------------------------------
+    def _guest_reset(self) -> None:
+        self.request_stop(Stop.RESET, "the guest asked for a system reset (8042 / port 0x92)")
+
+    def _interrupt_maybe(self) -> None:
+        """A device write or an APIC change may have made an interrupt deliverable: end the
+        budget at the next block so the run loop takes it without delay."""
+        if self.intr.pending():
+            self.cpu.bh.budget = 0
+
     def _guest_exit(self, status: int) -> None:
         self.exit_status = status
         self.request_stop(Stop.EXIT)
