@@ -342,6 +342,9 @@ class Cpu:
         self.fatal: Optional[BaseException] = None  # a host bug caught inside a hook
         self.pending_io_fault: Optional[IoDenied] = None
         self.stop_requested = False
+        #: Set when the machine has powered off mid-block (the exit device): the rest of the
+        #: block still runs in the engine, but its port accesses no longer reach devices.
+        self.io_frozen = False
         #: Called after every port or MMIO write by the guest (the machine checks whether an
         #: interrupt became deliverable).
         self.after_device_write: Optional[Callable[[], None]] = None
@@ -734,6 +737,8 @@ class Cpu:
 
     def _on_in(self, h, port, size, user) -> int:
         try:
+            if self.io_frozen:
+                return ALL_ONES[size]
             if self.pending_io_fault or not self.io_allowed(port, size):
                 self._deny_io()
                 return self.env.regs[0] & ALL_ONES[size]
@@ -744,6 +749,8 @@ class Cpu:
 
     def _on_out(self, h, port, size, value, user) -> None:
         try:
+            if self.io_frozen:
+                return
             if self.pending_io_fault or not self.io_allowed(port, size):
                 self._deny_io()
                 return
@@ -777,7 +784,7 @@ class Cpu:
     def _on_intr(self, h, intno, user) -> None:
         try:
             env = self.env
-            if self.shutdown is not None:
+            if self.shutdown is not None or self.io_frozen:
                 _lib.uc_emu_stop(self.h)
                 return
             soft = bool(env.exception_is_int)
@@ -801,7 +808,7 @@ class Cpu:
 
     def _on_invalid(self, h, user) -> bool:
         try:
-            if self.shutdown is not None:
+            if self.shutdown is not None or self.io_frozen:
                 _lib.uc_emu_stop(self.h)
                 return True
             self.retire_partial(self.eip)

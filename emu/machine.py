@@ -115,6 +115,7 @@ class Machine:
         self._bp_hit: Optional[int] = None
         self._bp_cb = None
         self._counted_mode = False
+        self._exit_at: Optional[int] = None
         self._build_pc(serial_out, disks, rtc_start or RTC_EPOCH)
 
     def _build_pc(self, serial_out, disks, rtc_start: datetime) -> None:
@@ -182,7 +183,13 @@ class Machine:
             self.cpu.bh.budget = 0
 
     def _guest_exit(self, status: int) -> None:
+        """isa-debug-exit: the machine powers off at this `out` instruction.  The engine still
+        finishes the block, so freeze device I/O and remember the exact instruction count."""
+        if self.cpu.io_frozen:
+            return
         self.exit_status = status
+        self._exit_at = self.cpu.exact_total() + 1
+        self.cpu.io_frozen = True
         self.request_stop(Stop.EXIT)
 
     def request_stop(self, reason: Stop = Stop.REQUESTED, detail: str = "") -> None:
@@ -236,6 +243,7 @@ class Machine:
             self._leave_counted_mode()
         self._stop_reason = None
         cpu.clear_stop()
+        cpu.io_frozen = False
         if self.breakpoints and cpu.eip in self.breakpoints:
             # Resuming from a breakpoint: execute the instruction under it first.
             r = self.step(1)
@@ -302,6 +310,8 @@ class Machine:
 
     def _after_run(self, err: int) -> Optional[RunResult]:
         cpu, st = self.cpu, self.cpu.bh
+        if self._stop_reason is Stop.EXIT:
+            return self._finish(Stop.EXIT)      # powered off: what ran after does not matter
         if cpu.fatal is not None:
             e = cpu.fatal
             return self._finish(Stop.HOST_ERROR, f"host error in a hook: "
@@ -339,6 +349,10 @@ class Machine:
                             "reason the machine knows")
 
     def _finish(self, reason: Stop, detail: str = "") -> RunResult:
+        if reason is Stop.EXIT and self._exit_at is not None:
+            self.cpu.bh.total = self._exit_at
+            self.cpu.forget_last_block()
+            self._exit_at = None
         self.cpu.clear_stop()
         self._stop_reason = None
         return RunResult(reason, self.clock.now, self.exit_status, detail)
