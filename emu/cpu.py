@@ -40,6 +40,8 @@ from .errors import EngineError
 from .memory import BadPhysical, PageFault, Ram, translate
 
 SUPPORTED_UNICORN = "2.1.4"
+_one_u32 = struct.Struct("<I")
+_two_u32 = struct.Struct("<II")
 
 # Exception vectors (SDM vol. 3 table 6-1).
 DE, DB, NMI, BP, OF, BR, UD, NM, DF, TS, NP, SS, GP, PF, MF, AC = (
@@ -129,6 +131,14 @@ def _load_native():
     return lib
 
 
+class _SegView(ctypes.Structure):
+    """One SegmentCache of the live CPU state (selector, base, limit, flags)."""
+
+    _fields_ = [("selector", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                ("base", ctypes.c_uint64), ("limit", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32)]
+
+
 @dataclass
 class SegmentCache:
     selector: int
@@ -141,7 +151,7 @@ class SegmentCache:
         return (self.flags >> 13) & 3
 
 
-@dataclass
+@dataclass(slots=True)
 class TrapRecord:
     """One delivered event, for the diagnostic report and the event stream."""
 
@@ -194,6 +204,7 @@ class Env:
         self._error_code = i32.from_address(addr + off_error_code)
         self._is_int = i32.from_address(addr + off_error_code + 4)
         self._old_exception = i32.from_address(addr + off_old_exception)
+        self.segs = [_SegView.from_address(addr + OFF_SEGS + 24 * i) for i in range(10)]
 
     eip = property(lambda self: self._eip.value,
                    lambda self, v: setattr(self._eip, "value", v & 0xFFFFFFFF))
@@ -208,9 +219,8 @@ class Env:
                              lambda self, v: setattr(self._old_exception, "value", v))
 
     def seg(self, i: int) -> SegmentCache:
-        sel, base, limit, flags = struct.unpack_from(
-            "<I4xQII", (ctypes.c_char * 24).from_address(self.addr + OFF_SEGS + 24 * i))
-        return SegmentCache(sel, base & 0xFFFFFFFF, limit, flags)
+        v = self.segs[i]
+        return SegmentCache(v.selector, v.base & 0xFFFFFFFF, v.limit, v.flags)
 
     @property
     def cpl(self) -> int:
@@ -333,10 +343,12 @@ class Cpu:
         self._verify_env()
         self._v32 = ctypes.c_uint32()
         self._v16 = ctypes.c_uint16()
+        self._v32_ref = ctypes.byref(self._v32)
+        self._v16_ref = ctypes.byref(self._v16)
         self._dis = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
         self._boundaries: dict[tuple[int, int, int], list[int]] = {}
         self._io_hooked: set[int] = set()
-        self.traps: list[TrapRecord] = []          # the last few, for reports
+        self.traps: list[TrapRecord] = []          # the last few (16 to 64), for reports
         self.on_trap: Optional[Callable[[TrapRecord], None]] = None
         self.shutdown: Optional[str] = None       # set on a triple fault
         self.fatal: Optional[BaseException] = None  # a host bug caught inside a hook
@@ -873,9 +885,10 @@ class Cpu:
 
     def _record(self, r: TrapRecord) -> None:
         self.stats.traps += 1
-        self.traps.append(r)
-        if len(self.traps) > 16:
-            del self.traps[0]
+        traps = self.traps
+        traps.append(r)
+        if len(traps) > 64:
+            del traps[:-16]
         if self.on_trap is not None:
             self.on_trap(r)
 
@@ -883,87 +896,103 @@ class Cpu:
         self.shutdown = f"triple fault: {why}"
         raise Shutdown(self.shutdown)
 
-    def _sys_read(self, va: int, n: int) -> bytes:
-        """A supervisor read made by the processor during delivery (IDT, GDT, TSS)."""
+    def _sys_phys(self, va: int, n: int, write: bool = False) -> int:
+        """Physical address of a processor-made supervisor access of `n` bytes at linear
+        `va` that stays within one page; faults become _DeliveryFault."""
+        cr = self.env.cr
         try:
-            return self.read_virt(va, n)
+            pa = translate(self.ram, cr[0], cr[3], cr[4], va, write=write, set_ad=True)
         except PageFault as pf:
             raise _DeliveryFault(PF, pf.error_code, pf.addr) from None
         except BadPhysical:
             raise _DeliveryFault(GP, 0) from None
+        if pa + n > self.ram.size:
+            raise _DeliveryFault(GP, 0)
+        return pa
+
+    def _sys_read8(self, va: int) -> tuple[int, int]:
+        """Two dwords (a descriptor) read by the processor at linear `va`."""
+        if (va & 0xFFF) <= 0xFF8:
+            return _two_u32.unpack_from(self.ram.buf, self._sys_phys(va, 8))
+        lo = _one_u32.unpack_from(self.ram.buf, self._sys_phys(va, 4))[0]
+        hi = _one_u32.unpack_from(self.ram.buf, self._sys_phys(va + 4, 4))[0]
+        return lo, hi
 
     def _descriptor(self, sel: int, ext: int) -> tuple[int, int]:
-        env = self.env
         if sel & 4:
             raise _DeliveryFault(GP, (sel & 0xFFFC) | ext)   # LDT descriptors: not supported
-        gdt = env.seg(SEG_GDT)
+        gdt = self.env.segs[SEG_GDT]
         if (sel & ~7) + 7 > gdt.limit:
             raise _DeliveryFault(GP, (sel & 0xFFFC) | ext)
-        return struct.unpack("<II", self._sys_read(gdt.base + (sel & ~7), 8))
+        return self._sys_read8(gdt.base + (sel & ~7))
+
+    def _push_frame(self, sp: int, frame: tuple[int, ...], ext: int) -> int:
+        """Push `frame` (first element pushed first) below `sp`; returns the new ESP.  The
+        pushes are supervisor writes (SDM §6.12.1)."""
+        n = 4 * len(frame)
+        new_sp = (sp - n) & 0xFFFFFFFF
+        if (new_sp & 0xFFF) + n <= 0x1000:
+            pa = self._sys_phys(new_sp, n, write=True)
+            struct.pack_into(f"<{len(frame)}I", self.ram.buf, pa, *reversed(frame))
+        else:
+            for i, value in enumerate(frame):
+                pa = self._sys_phys((sp - 4 * (i + 1)) & 0xFFFFFFFF, 4, write=True)
+                _one_u32.pack_into(self.ram.buf, pa, value)
+        return new_sp
 
     def _deliver_once(self, vector: int, error_code: Optional[int], soft: bool, ext: int) -> None:
         env = self.env
-        cpl = env.cpl
-        idt = env.seg(SEG_IDT)
+        cpl = env.hflags & HF_CPL_MASK
+        idt = env.segs[SEG_IDT]
         gate_err = vector * 8 + 2 + ext
         if vector * 8 + 7 > idt.limit:
             raise _DeliveryFault(GP, gate_err)
-        lo, hi = struct.unpack("<II", self._sys_read(idt.base + vector * 8, 8))
-        gtype, gdpl, present = (hi >> 8) & 0x1F, (hi >> 13) & 3, (hi >> 15) & 1
+        lo, hi = self._sys_read8(idt.base + vector * 8)
+        gtype = (hi >> 8) & 0x1F
         if gtype not in (0xE, 0xF):          # 32-bit interrupt and trap gates only
             raise _DeliveryFault(GP, gate_err)
-        if soft and gdpl < cpl:
+        if soft and (hi >> 13) & 3 < cpl:
             raise _DeliveryFault(GP, vector * 8 + 2)
-        if not present:
+        if not hi & 0x8000:
             raise _DeliveryFault(NP, gate_err)
         sel, offset = (lo >> 16) & 0xFFFF, (hi & 0xFFFF0000) | (lo & 0xFFFF)
         if sel & ~3 == 0:
             raise _DeliveryFault(GP, ext)
-        dlo, dhi = self._descriptor(sel, ext)
-        access = (dhi >> 8) & 0xFF
+        access = (self._descriptor(sel, ext)[1] >> 8) & 0xFF
         ddpl = (access >> 5) & 3
         if access & 0x18 != 0x18 or ddpl > cpl:      # must be a code segment, DPL <= CPL
             raise _DeliveryFault(GP, (sel & 0xFFFC) | ext)
         if not access & 0x80:
             raise _DeliveryFault(NP, (sel & 0xFFFC) | ext)
         new_cpl = cpl if access & 0x04 else ddpl     # conforming code keeps the CPL
-        eflags = self.reg(X.UC_X86_REG_EFLAGS)
-        cs = env.seg(SEG_CS).selector
+        _lib.uc_reg_read(self.h, X.UC_X86_REG_EFLAGS, self._v32_ref)
+        eflags = self._v32.value
+        segs = env.segs
+        cs = segs[SEG_CS].selector
         eip = env.eip & 0xFFFFFFFF
         esp = env.regs[4] & 0xFFFFFFFF
         if new_cpl < cpl:
-            tr = env.seg(SEG_TR)
+            tr = segs[SEG_TR]
             slot = 4 + 8 * new_cpl
             if slot + 7 > tr.limit:
                 raise _DeliveryFault(TS, (tr.selector & 0xFFFC) | ext)
-            new_esp, new_ss = struct.unpack("<II", self._sys_read(tr.base + slot, 8))
+            new_esp, new_ss = self._sys_read8(tr.base + slot)
             new_ss &= 0xFFFF
             if new_ss & ~3 == 0:
                 raise _DeliveryFault(TS, ext)
-            slo, shi = self._descriptor(new_ss, ext)
-            sacc = (shi >> 8) & 0xFF
+            sacc = (self._descriptor(new_ss, ext)[1] >> 8) & 0xFF
             if (new_ss & 3) != new_cpl or ((sacc >> 5) & 3) != new_cpl or \
                     sacc & 0x1A != 0x12:                       # writable data segment
                 raise _DeliveryFault(TS, (new_ss & 0xFFFC) | ext)
             if not sacc & 0x80:
                 raise _DeliveryFault(SS, (new_ss & 0xFFFC) | ext)
-            frame = [env.seg(SEG_SS).selector, esp, eflags, cs, eip]
+            frame = (segs[SEG_SS].selector, esp, eflags, cs, eip)
         else:
             new_esp, new_ss = esp, None
-            frame = [eflags, cs, eip]
+            frame = (eflags, cs, eip)
         if error_code is not None:
-            frame.append(error_code & 0xFFFFFFFF)
-        sp = new_esp
-        # The pushes are supervisor writes (SDM §6.12.1); translate each dword.
-        for value in frame:
-            sp = (sp - 4) & 0xFFFFFFFF
-            try:
-                pa = self.translate(sp, write=True, set_ad=True)
-                self.ram.write32(pa, value)
-            except PageFault as pf:
-                raise _DeliveryFault(PF, pf.error_code, pf.addr) from None
-            except BadPhysical:
-                raise _DeliveryFault(SS, ext) from None
+            frame += (error_code & 0xFFFFFFFF,)
+        sp = self._push_frame(new_esp, frame, ext)
         # Commit: CPL, stack, flags, entry point; then load SS and CS through the engine so
         # their caches come from the GDT.
         env.hflags = (env.hflags & ~HF_CPL_MASK) | new_cpl
@@ -976,10 +1005,10 @@ class Cpu:
         env.eflags_sys = env.eflags_sys & ~clear
         if new_ss is not None:
             self._v16.value = new_ss
-            if _lib.uc_reg_write(self.h, X.UC_X86_REG_SS, ctypes.byref(self._v16)):
+            if _lib.uc_reg_write(self.h, X.UC_X86_REG_SS, self._v16_ref):
                 raise _DeliveryFault(TS, (new_ss & 0xFFFC) | ext)
         self._v16.value = (sel & ~3) | new_cpl
-        if _lib.uc_reg_write(self.h, X.UC_X86_REG_CS, ctypes.byref(self._v16)):
+        if _lib.uc_reg_write(self.h, X.UC_X86_REG_CS, self._v16_ref):
             raise _DeliveryFault(GP, (sel & 0xFFFC) | ext)
 
     # -- reports -----------------------------------------------------------------------------

@@ -198,6 +198,14 @@ def test_default_image_boots():
     root = Path(__file__).resolve().parents[2]
     r = l4emu("boot", str(root / "images" / "hello.toml"))
     assert r.returncode == 1, r.stderr
+    assert r.stdout
+
+
+def test_multiboot_example_image_boots():
+    """The multiboot example reads the MBI and finds the firmware tables a BIOS leaves."""
+    root = Path(__file__).resolve().parents[2]
+    r = l4emu("boot", str(root / "images" / "multiboot-hello.toml"))
+    assert r.returncode == 1, r.stderr
     assert b"Hello from a multiboot kernel" in r.stdout
     assert b"found the Intel MP floating pointer" in r.stdout
     assert b"found the ACPI RSDP" in r.stdout
