@@ -173,7 +173,14 @@ def cmd_boot(args) -> int:
     previous = signal.signal(signal.SIGINT, lambda *_: m.request_stop(Stop.REQUESTED,
                                                                       "interrupted"))
     try:
-        r = m.run(max_insns=args.max_insns)
+        limit = args.max_insns
+        while True:
+            r = m.run(max_insns=None if limit is None else limit - m.clock.now)
+            if r.reason is not Stop.KDEBUG:
+                break
+            # No debugger attached to a plain boot: say so and go on.
+            print(f"l4emu: {r.detail}; no debugger attached (use l4emu debug), continuing",
+                  file=sys.stderr)
     finally:
         signal.signal(signal.SIGINT, previous)
     out.flush()

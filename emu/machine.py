@@ -29,6 +29,7 @@ from .devices.ata import AtaChannel, AtaDisk
 from .devices.cga import CgaText
 from .devices.debugexit import DebugExit
 from .devices.i8042 import I8042
+from .devices.kdebug import KdebugPort
 from .devices.ioapic import IoApic
 from .devices.lapic import Imcr, LocalApic
 from .devices.pic import Pic8259Pair
@@ -53,6 +54,7 @@ class Stop(enum.Enum):
     STEPPED = "stepped"
     REQUESTED = "requested"        # the host asked (Ctrl-C, a tool)
     RESET = "reset"                # the guest asked for a system reset
+    KDEBUG = "kdebug"              # guest code asked to enter the kernel debugger
     ENGINE_ERROR = "engine-error"  # e.g. an access to unbacked physical memory
     HOST_ERROR = "host-error"      # a bug on the host side, caught inside a hook
 
@@ -137,6 +139,7 @@ class Machine:
         self.serial = self.add_device(Uart16550(self.clock, line(4), base=0x3F8,
                                                 output=serial_out))
         self.add_device(DebugExit(self._guest_exit))
+        self.kdebug = self.add_device(KdebugPort(self._kdebug_enter))
         self.ata = None
         if any(d is not None for d in disks):
             self.ata = self.add_device(AtaChannel(self.clock, line(14), disks[0], disks[1]))
@@ -173,6 +176,10 @@ class Machine:
         uc.reg_write(X.UC_X86_REG_EIP, eip)
 
     # -- stopping --------------------------------------------------------------------------------
+    def _kdebug_enter(self, code: int) -> None:
+        self.request_stop(Stop.KDEBUG, f"the guest entered the kernel debugger (code {code:#x}) "
+                          f"at eip={self.cpu.eip:#010x}")
+
     def _guest_reset(self) -> None:
         self.request_stop(Stop.RESET, "the guest asked for a system reset (8042 / port 0x92)")
 
