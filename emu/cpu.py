@@ -108,10 +108,11 @@ class BlockState(ctypes.Structure):
         ("miss_size", ctypes.c_uint32), ("miss_va", ctypes.c_uint64),
         ("miss_cr3", ctypes.c_uint64), ("cr3", ctypes.c_void_p), ("emu_stop", ctypes.c_void_p),
         ("table", ctypes.c_void_p), ("mask", ctypes.c_uint64), ("used", ctypes.c_uint64),
+        ("watch_hit", ctypes.c_uint32), ("pad2", ctypes.c_uint32),
     ]
 
 
-STOP_NONE, STOP_BUDGET, STOP_MISS = 0, 1, 3
+STOP_NONE, STOP_BUDGET, STOP_MISS, STOP_WATCH = 0, 1, 3, 4
 
 
 def _load_native():
@@ -360,6 +361,7 @@ class Cpu:
         #: Called after every port or MMIO write by the guest (the machine checks whether an
         #: interrupt became deliverable).
         self.after_device_write: Optional[Callable[[], None]] = None
+        self._watch_hook: Optional[int] = None
         self._install_block_hook()
         self._install_hooks()
         for base, size, dev in mmio.regions:
@@ -445,6 +447,27 @@ class Cpu:
         self._add_hook(unicorn.UC_HOOK_INSN, rdtsc, ctypes.c_int(X.UC_X86_INS_RDTSC))
         self._add_hook(unicorn.UC_HOOK_INSN, cpuid, ctypes.c_int(X.UC_X86_INS_CPUID))
         self._io_code_cb = CODE_CB(self._on_io_insn)
+
+    # -- watchpoints ------------------------------------------------------------------------
+    def watch_code_hook(self, enable: bool) -> None:
+        """While watchpoints exist, a native code hook over all code stops the run right after
+        the instruction whose access hit one (research/unicorn.md: a code hook runs before its
+        instruction, and a stop from it takes effect before that instruction)."""
+        if enable and self._watch_hook is None:
+            hh = ctypes.c_size_t()
+            err = _hook_add(self.h, ctypes.byref(hh), unicorn.UC_HOOK_CODE,
+                            ctypes.cast(self._native.l4emu_code_cb, ctypes.c_void_p),
+                            ctypes.cast(self._bh_ptr, ctypes.c_void_p),
+                            ctypes.c_uint64(1), ctypes.c_uint64(0))
+            if err:
+                raise EngineError(f"cannot add the watch hook: {_lib.uc_strerror(err).decode()}")
+            self._watch_hook = hh.value
+            self.code_written()
+        elif not enable and self._watch_hook is not None:
+            with self._guard_spurious():
+                _lib.uc_hook_del(self.h, ctypes.c_size_t(self._watch_hook))
+            self._watch_hook = None
+            self.code_written()
 
     def map_mmio(self, base: int, size: int) -> None:
         bus = self.mmio

@@ -24,7 +24,8 @@ from unicorn import x86_const as X
 
 from .bus import Device, InterruptPin, IrqBus, MmioBus, PortBus
 from .clock import DEFAULT_IPS, Clock
-from .cpu import STOP_BUDGET, STOP_MISS, STOP_NONE, GP, VECTOR_NAMES, Cpu, Shutdown
+from .cpu import (STOP_BUDGET, STOP_MISS, STOP_NONE, STOP_WATCH, GP, VECTOR_NAMES, Cpu,
+                  Shutdown)
 from .devices.ata import AtaChannel, AtaDisk
 from .devices.cga import CgaText
 from .devices.debugexit import DebugExit
@@ -51,6 +52,7 @@ class Stop(enum.Enum):
     HALTED = "halted"              # hlt with nothing that can ever wake the CPU
     TRIPLE_FAULT = "triple-fault"
     BREAKPOINT = "breakpoint"
+    WATCHPOINT = "watchpoint"
     STEPPED = "stepped"
     REQUESTED = "requested"        # the host asked (Ctrl-C, a tool)
     RESET = "reset"                # the guest asked for a system reset
@@ -77,6 +79,31 @@ class Breakpoint:
     temporary: bool = False
     hits: int = 0
     handle: int = 0
+
+
+@dataclass
+class Watchpoint:
+    """Watch `length` bytes at linear `addr` for reads ("r"), writes ("w") or both ("rw").
+
+    The physical memory behind the address when the watchpoint is set is what is watched
+    (the engine's memory hooks see physical addresses); accesses the machine itself makes
+    while delivering a trap (the frame it pushes) are not seen."""
+
+    addr: int
+    length: int
+    kind: str
+    hits: int = 0
+    handles: list = field(default_factory=list)
+
+
+@dataclass
+class WatchHit:
+    watchpoint: Watchpoint
+    access: str          # "r" or "w"
+    addr: int            # linear address of the access
+    size: int
+    value: Optional[int]  # the value written (writes only)
+    eip: int             # the instruction after the access: where the run stopped
 
 
 @dataclass
@@ -118,6 +145,9 @@ class Machine:
         self._bp_cb = None
         self._counted_mode = False
         self._exit_at: Optional[int] = None
+        self.watchpoints: list[Watchpoint] = []
+        self.last_watch: Optional[WatchHit] = None
+        self._watch_pending: Optional[tuple] = None
         self._build_pc(serial_out, disks, rtc_start or RTC_EPOCH)
 
     def _build_pc(self, serial_out, disks, rtc_start: datetime) -> None:
@@ -238,6 +268,46 @@ class Machine:
             self._bp_hit = addr
             uc.emu_stop()
 
+    # -- watchpoints --------------------------------------------------------------------------
+    def add_watchpoint(self, addr: int, length: int = 4, kind: str = "w") -> Watchpoint:
+        if kind not in ("r", "w", "rw"):
+            raise ValueError("watchpoint kind is r, w or rw")
+        if length <= 0:
+            raise ValueError("watchpoint length must be positive")
+        wp = Watchpoint(addr & 0xFFFFFFFF, length, kind)
+        types = (unicorn.UC_HOOK_MEM_READ if "r" in kind else 0) | \
+            (unicorn.UC_HOOK_MEM_WRITE if "w" in kind else 0)
+        va, end = wp.addr, wp.addr + length
+        while va < end:
+            chunk = min(end - va, 0x1000 - (va & 0xFFF))
+            pa = self.cpu.translate(va)          # raises PageFault for unmapped memory
+            cb = self._make_watch_cb(wp, va - pa)
+            wp.handles.append(self.cpu.uc.hook_add(types, cb, begin=pa, end=pa + chunk - 1))
+            va += chunk
+        self.watchpoints.append(wp)
+        self.cpu.watch_code_hook(True)
+        return wp
+
+    def remove_watchpoint(self, wp: Watchpoint) -> None:
+        if wp in self.watchpoints:
+            self.watchpoints.remove(wp)
+            with self.cpu._guard_spurious():
+                for h in wp.handles:
+                    self.cpu.uc.hook_del(h)
+            if not self.watchpoints:
+                self.cpu.watch_code_hook(False)
+
+    def _make_watch_cb(self, wp: Watchpoint, delta: int):
+        def cb(uc, access, address, size, value, user):
+            if self._counted_mode and self._watch_pending is not None:
+                return
+            if self._watch_pending is None:
+                kind = "w" if access == unicorn.UC_MEM_WRITE else "r"
+                self._watch_pending = (wp, kind, (address + delta) & 0xFFFFFFFF, size,
+                                       value if kind == "w" else None)
+                self.cpu.bh.watch_hit = 1
+        return cb
+
     # -- running --------------------------------------------------------------------------------
     def run(self, max_insns: Optional[int] = None, until: Optional[int] = None) -> RunResult:
         """Run until the guest exits, a limit or breakpoint is reached, or it can make no more
@@ -330,6 +400,8 @@ class Machine:
             cpu.pending_io_fault = None
             cpu.deliver(GP, 0, kind="fault")
             return None
+        if st.stopped == STOP_WATCH or self._watch_pending is not None:
+            return self._watch_stop()
         if self._bp_hit is not None:
             addr, self._bp_hit = self._bp_hit, None
             cpu.retire_partial(addr)
@@ -354,6 +426,18 @@ class Machine:
             return None
         return self._finish(Stop.ENGINE_ERROR, f"the CPU stopped at {cpu.eip:#010x} for no "
                             "reason the machine knows")
+
+    def _watch_stop(self) -> RunResult:
+        cpu = self.cpu
+        wp, kind, addr, size, value = self._watch_pending
+        self._watch_pending = None
+        cpu.bh.watch_hit = 0
+        cpu.retire_partial(cpu.eip)
+        wp.hits += 1
+        self.last_watch = WatchHit(wp, kind, addr, size, value, cpu.eip)
+        what = "read" if kind == "r" else f"write of {value:#x}"
+        return self._finish(Stop.WATCHPOINT, f"watchpoint: {what} at {addr:#010x} "
+                            f"(size {size}), stopped at {cpu.eip:#010x}")
 
     def _finish(self, reason: Stop, detail: str = "") -> RunResult:
         if reason is Stop.EXIT and self._exit_at is not None:
@@ -380,13 +464,15 @@ class Machine:
                     if r is not None:
                         return r
                     continue
-                before = st.total
-                traps = cpu.stats.traps
+                before, start, traps = st.total, cpu.eip, cpu.stats.traps
                 err = cpu.run_counted(1)
                 if st.stopped == STOP_MISS:
-                    st.total = before
+                    # The native counter met a block it does not know: before the
+                    # instruction (retry), or after it, at the next block (done).
                     cpu.learn_block()
-                    continue
+                    if cpu.eip == start and cpu.stats.traps == traps:
+                        st.total = before
+                        continue
                 if cpu.fatal is not None or cpu.shutdown is not None or err:
                     return self._after_run(err) or self._finish(Stop.ENGINE_ERROR)
                 if cpu.pending_io_fault is not None:
@@ -400,6 +486,8 @@ class Machine:
                 if cpu.block_ended_at_halt() or _just_halted(cpu):
                     self.halted = True
                 done += 1
+                if self._watch_pending is not None:
+                    return self._watch_stop()
             return self._finish(Stop.STEPPED, f"stepped {n}")
         except Shutdown:
             return self._finish(Stop.TRIPLE_FAULT, cpu.shutdown or "triple fault")

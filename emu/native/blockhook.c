@@ -28,7 +28,7 @@ struct bh_entry {
     uint32_t icount;
 };
 
-enum { STOP_NONE = 0, STOP_BUDGET = 1, STOP_MISS = 3 };
+enum { STOP_NONE = 0, STOP_BUDGET = 1, STOP_MISS = 3, STOP_WATCH = 4 };
 
 /* Shared with Python through ctypes (emu/cpu.py mirrors this layout). */
 struct bh_state {
@@ -45,6 +45,8 @@ struct bh_state {
     struct bh_entry *table;
     uint64_t mask;         /* table size - 1 (a power of two) */
     uint64_t used;
+    uint32_t watch_hit;    /* a watchpoint's memory hook fired during the last instruction */
+    uint32_t pad2;
 };
 
 static inline uint64_t slot_of(const struct bh_state *s, uint64_t va, uint64_t cr3, uint32_t size)
@@ -83,6 +85,19 @@ void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
     }
     s->total += e->icount;
     s->last = e;
+}
+
+/* Installed over all code only while watchpoints exist: stop before the instruction after
+ * the one whose memory access hit a watchpoint (a code hook runs before its instruction). */
+void l4emu_code_cb(void *uc, uint64_t va, uint32_t size, void *user)
+{
+    struct bh_state *s = (struct bh_state *)user;
+    (void)va;
+    (void)size;
+    if (s->watch_hit) {
+        s->stopped = STOP_WATCH;
+        s->emu_stop(uc);
+    }
 }
 
 static int insert_raw(struct bh_state *s, uint64_t va, uint64_t cr3, uint32_t size, uint32_t icount)

@@ -23,7 +23,7 @@ SECTOR = 512
 SECTORS = 64
 BUF = 0x200000       # transfer buffers, far from code, tables and RESULT
 BUF2 = 0x210000
-SEED = 0x6100        # a dword the guest keeps its transfer pointer in (RESULT area, unused)
+XFER_PTR = 0x6100    # where an interrupt handler keeps its transfer pointer
 LOW_CODE = 0x8000    # code that must run below 1 MiB
 
 
@@ -257,18 +257,20 @@ rtc_irq:
 """
 
 
-@pytest.mark.parametrize("reg_a,reg_b,flags,first,period", [
+@pytest.mark.parametrize("reg_a,reg_b,flags,period", [
     # UIE: once a second, after the update.  PF is in C too: the 1024 Hz rate still runs, and
     # a flag is set whether or not its interrupt is enabled.
-    (0x26, 0x12, 0xD0, 1_000_000_000, 1_000_000_000),
-    (0x26, 0x42, 0xC0, 976_562, 976_562.5),            # PIE, rate 6: 1024 Hz
+    (0x26, 0x12, 0xD0, 1_000_000_000),
+    (0x26, 0x42, 0xC0, 976_562.5),          # PIE, rate 6: 1024 Hz
 ])
-def test_rtc_interrupts_through_irq8(reg_a, reg_b, flags, first, period):
+def test_rtc_interrupts_through_irq8(reg_a, reg_b, flags, period):
     """MC146818 datasheet, register B (UIE, PIE), register C and the IRQ pin: the update-ended
     interrupt comes once a second just after the time registers change, the periodic one at
     32768 >> (rate - 1) Hz; IRQ 8 stays asserted until status C is read (IRQF with UF or PF
     set; the flags themselves are set whether or not their enable is).  IRQ 8 arrives as vector 0x28 through the slave 8259A set up as Linux does; the
-    guest waits with `sti; hlt`, so the machine skips to each event.  Three interrupts."""
+    guest waits with `sti; hlt`, so the machine skips to each event and delivers it there: the
+    handler's `rdtsc`, after one instruction (`pushad`), reads the event time + 1.  Three
+    interrupts, the k-th at k periods (rounded down to an instruction)."""
     kernel = pic_init(0xFB, 0xFE) + f"""
     mov al, 0x0a
     out 0x70, al
@@ -294,9 +296,7 @@ wait_irq:
     assert result(m, 1) == flags
     seconds = [result(m, 4 + i) for i in range(3)]
     assert seconds == ([0x57, 0x58, 0x59] if reg_b & 0x10 else [0x56] * 3)
-    for k in range(3):
-        due = int(k * period) + first
-        assert 0 < result(m, 0x10 + k) - due < 10, (k, result(m, 0x10 + k), due)
+    assert [result(m, 0x10 + k) for k in range(3)] == [int(k * period) + 1 for k in (1, 2, 3)]
     assert m.stats.irqs_delivered == 3
 
 
@@ -398,7 +398,7 @@ ata_pio_fail:
     mov eax, 0xffff
     ret
 
-; PIO data-out, polled: ESI = sectors, ESI.. from EBP = buffer.  Same returns as ata_pio_in.
+; PIO data-out, polled: ESI = sectors, EBP = buffer.  Same returns as ata_pio_in.
 ata_pio_out:
     call ata_wait
     mov [0x603c], eax
@@ -597,37 +597,7 @@ def test_ata_address_past_the_end_is_idnf(tmp_path):
     assert Path(path).read_bytes() == before
 
 
-def test_ata_interrupt_driven_read_of_four_sectors(tmp_path):
-    """ATA-6 §9.7 PIO data-in with interrupts: the device asserts INTRQ (IRQ 14) when each
-    sector is ready; reading the status register clears it.  IRQ 14 reaches vector 0x2E through
-    the slave 8259A (ICW2 0x28, IR6); the handler reads the status, moves the sector with
-    `rep insd` (32-bit data port accesses) and EOIs slave then master (Linux
-    mask_and_ack_8259A()).  A 4-sector read gives exactly 4 interrupts: none after the last
-    word (DRQ just drops)."""
-    path = make_image(tmp_path / "disk.img")
-    kernel = pic_init(0xFB, 0xBF) + """
-    mov dx, 0x3f6
-    mov al, 0x00            ; nIEN = 0: interrupts on
-    out dx, al
-    mov dword ptr [0x6100], 0x200000
-    mov ebx, 20
-    mov cl, 4
-    mov ch, 0
-    mov al, 0x20
-    call ata_command
-wait_irq:
-    sti
-    hlt
-    cli
-    cmp dword ptr [0x6000], 4
-    jb wait_irq
-    mov dx, 0x3f6
-    in al, dx
-    movzx eax, al
-    mov [0x6008], eax
-    EXIT 1
-"""
-    handlers = ATA_LIB + """
+ATA_IRQ_HANDLER = """
 ata_irq:
     pushad
     cld
@@ -638,7 +608,7 @@ ata_irq:
     test al, 0x08
     jz ata_irq_eoi
     mov edi, [0x6100]
-    mov ecx, 128
+    mov ecx, [0x6108]       ; dwords per block
     mov dx, 0x1f0
     rep insd
     mov [0x6100], edi
@@ -651,15 +621,120 @@ ata_irq_eoi:
     popad
     iretd
 """
-    m, r, _, _ = run_guest(kernel, handlers, gates={0x2E: ("ata_irq", 0xE, 0)},
-                           machine=ata_machine(AtaDisk(path)))
+
+ATA_IRQS_ON = """
+    mov dx, 0x3f6
+    mov al, 0x00            ; nIEN = 0: interrupts on
+    out dx, al
+"""
+
+
+@pytest.mark.parametrize("cmd,count,multiple,irqs", [
+    (0x20, 4, 0, 4),        # READ SECTORS: one interrupt per sector
+    (0xC4, 8, 4, 2),        # READ MULTIPLE with SET MULTIPLE MODE 4: one per 4-sector block
+])
+def test_ata_interrupt_driven_read(tmp_path, cmd, count, multiple, irqs):
+    """ATA-6 §9.7 PIO data-in with interrupts: the device asserts INTRQ (IRQ 14) when each
+    DRQ data block is ready (a sector for READ SECTORS, the SET MULTIPLE MODE block size for
+    READ MULTIPLE, §8.32/§8.39); reading the status register clears it.  IRQ 14 reaches vector
+    0x2E through the slave 8259A (ICW2 0x28, IR6); the handler reads the status, moves the block
+    with `rep insd` (32-bit data port accesses) and EOIs slave then master (Linux
+    mask_and_ack_8259A()).  No interrupt follows the last block (DRQ just drops)."""
+    path = make_image(tmp_path / "disk.img")
+    set_multiple = "" if not multiple else NIEN_ON + f"""
+    mov ebx, 0
+    mov cl, {multiple}
+    mov ch, 0
+    mov al, 0xc6            ; SET MULTIPLE MODE, polled
+    call ata_command
+    call ata_wait           ; reading the status also clears the INTRQ it earned
+    mov [0x600c], eax
+"""
+    kernel = pic_init(0xFB, 0xBF) + set_multiple + ATA_IRQS_ON + f"""
+    mov dword ptr [0x6100], {BUF:#x}
+    mov dword ptr [0x6108], {128 * (multiple or 1)}
+    mov ebx, 20
+    mov cl, {count}
+    mov ch, 0
+    mov al, {cmd:#x}
+    call ata_command
+wait_irq:
+    sti
+    hlt
+    cli
+    cmp dword ptr [0x6000], {irqs}
+    jb wait_irq
+    mov dx, 0x3f6
+    in al, dx
+    movzx eax, al
+    mov [0x6008], eax
+    EXIT 1
+"""
+    m, r, _, _ = run_guest(kernel, ATA_LIB + ATA_IRQ_HANDLER,
+                           gates={0x2E: ("ata_irq", 0xE, 0)}, machine=ata_machine(AtaDisk(path)))
     assert exit_code(r) == 1, m.report()
-    assert result(m, 0) == 4
+    assert result(m, 0) == irqs
     assert result(m, 1) == 0x58                     # only DRDY DSC DRQ, never ERR
     assert result(m, 2) == 0x50                     # all read: DRQ clear
-    assert m.stats.irqs_delivered == 4
-    assert m.ram.read32(SEED) == BUF + 4 * SECTOR
-    assert m.ram.read(BUF, 4 * SECTOR) == sectors_of(path, 20, 4)
+    assert result(m, 3) == (0x50 if multiple else 0)
+    assert m.stats.irqs_delivered == irqs
+    assert m.ram.read32(XFER_PTR) == BUF + count * SECTOR
+    assert m.ram.read(BUF, count * SECTOR) == sectors_of(path, 20, count)
+
+
+def test_ata_interrupt_driven_write_as_xv6(tmp_path):
+    """ATA-6 §9.8 PIO data-out: after WRITE SECTORS the device asks for the first sector with
+    DRQ and no interrupt, so xv6's idestart() writes the data (`rep outsd`) straight after the
+    command byte; INTRQ comes once the sector is written, and xv6's ideintr() reads the status.
+    One interrupt; the sector is in the file when it arrives (DESIGN D9)."""
+    path = make_image(tmp_path / "disk.img")
+    data = bytes((i * 11 + 5) & 0xFF for i in range(SECTOR))
+    kernel = pic_init(0xFB, 0xBF) + ATA_IRQS_ON + f"""
+    mov ebx, 9
+    mov cl, 1
+    mov ch, 0
+    mov al, 0x30
+    call ata_command
+    mov esi, {BUF:#x}
+    mov ecx, 128
+    mov dx, 0x1f0
+    rep outs dx, dword ptr [esi]
+wait_irq:
+    sti
+    hlt
+    cli
+    cmp dword ptr [0x6000], 1
+    jb wait_irq
+    EXIT 1
+"""
+    handlers = ATA_LIB + """
+ata_irq:
+    push eax
+    push edx
+    mov dx, 0x1f7
+    in al, dx
+    movzx eax, al
+    mov [0x6004], eax
+    inc dword ptr [0x6000]
+    mov al, 0x66
+    out 0xa0, al
+    mov al, 0x62
+    out 0x20, al
+    pop edx
+    pop eax
+    iretd
+"""
+    g = Guest(kernel=kernel, handlers=handlers, gates={0x2E: ("ata_irq", 0xE, 0)})
+    m, syms = g.build(ata_machine(AtaDisk(path)))
+    m.load(BUF, data)
+    r = m.run(max_insns=1_000_000, until=syms["ata_irq"])
+    assert r.reason is Stop.BREAKPOINT, m.report()
+    assert sectors_of(path, 9) == data
+    r = m.run(max_insns=1_000_000)
+    assert exit_code(r) == 1, m.report()
+    assert results(m, 2) == [1, 0x50]
+    assert m.stats.irqs_delivered == 1
+    assert sectors_of(path, 8) == pattern(8) and sectors_of(path, 10) == pattern(10)
 
 
 def test_ata_write_to_read_only_disk_aborts(tmp_path):

@@ -1,0 +1,95 @@
+"""The Machine API that every observer uses: breakpoints, watchpoints, stepping, run-until,
+exact counts across all of them (DESIGN D10)."""
+from __future__ import annotations
+
+from emu.machine import Stop
+from tests.guest import Guest
+
+LOOP = """
+  mov ecx, 5
+again:
+  mov eax, ecx
+  mov [0x7000], eax
+  add ebx, eax
+  dec ecx
+  jnz again
+  EXIT 0
+"""
+
+
+def build():
+    m, syms = Guest(kernel=LOOP).build()
+    return m, syms
+
+
+def reference_count() -> int:
+    m, _ = build()
+    return m.run().insns
+
+
+def test_run_until_stops_before_the_address_with_exact_count():
+    """run(until=X) stops with EIP = X, the instruction at X not executed."""
+    m, syms = build()
+    r = m.run(until=syms["again"])
+    assert r.reason is Stop.BREAKPOINT and m.cpu.eip == syms["again"]
+    assert r.insns == 11                      # 10 prologue + mov ecx
+    assert m.run().insns == reference_count()  # resuming gives the same total
+
+
+def test_breakpoint_hits_every_iteration():
+    m, syms = build()
+    bp = m.add_breakpoint(syms["again"] + 2)   # mov [0x7000], eax
+    hits = 0
+    while True:
+        r = m.run()
+        if r.reason is not Stop.BREAKPOINT:
+            break
+        hits += 1
+        assert m.cpu.eip == syms["again"] + 2
+        assert r.insns == 11 + 1 + 5 * (hits - 1)
+    assert hits == 5 and bp.hits == 5
+    assert r.reason is Stop.EXIT and r.insns == reference_count()
+
+
+def test_step_is_exact_and_composes_with_run():
+    """step(n) retires exactly n instructions; stepping then running gives the same total."""
+    m, syms = build()
+    for n in (1, 1, 3, 7):
+        before = m.clock.now
+        r = m.step(n)
+        assert r.reason is Stop.STEPPED and m.clock.now - before == n
+    assert m.run().insns == reference_count()
+
+
+def test_write_watchpoint_stops_after_the_writing_instruction():
+    """The run stops right after the instruction whose store hit the watched bytes."""
+    m, syms = build()
+    wp = m.add_watchpoint(0x7000, 4, "w")
+    seen = []
+    while True:
+        r = m.run()
+        if r.reason is not Stop.WATCHPOINT:
+            break
+        hit = m.last_watch
+        assert hit.access == "w" and hit.addr == 0x7000 and hit.size == 4
+        assert m.cpu.eip == syms["again"] + 7    # the add after the store
+        seen.append((hit.value, r.insns))
+    assert [v for v, _ in seen] == [5, 4, 3, 2, 1]
+    assert [n for _, n in seen] == [13 + 5 * i for i in range(5)]
+    assert r.reason is Stop.EXIT and r.insns == reference_count()
+    assert wp.hits == 5
+    m.remove_watchpoint(wp)
+
+
+def test_read_watchpoint_and_removal():
+    m, syms = Guest(kernel="""
+      mov dword ptr [0x7000], 3
+      mov eax, [0x7000]
+      mov ebx, [0x7000]
+      EXIT 0
+    """).build()
+    wp = m.add_watchpoint(0x7000, 4, "r")
+    r = m.run()
+    assert r.reason is Stop.WATCHPOINT and m.last_watch.access == "r"
+    m.remove_watchpoint(wp)
+    assert m.run().reason is Stop.EXIT
