@@ -108,7 +108,8 @@ class BlockState(ctypes.Structure):
         ("miss_size", ctypes.c_uint32), ("miss_va", ctypes.c_uint64),
         ("miss_cr3", ctypes.c_uint64), ("cr3", ctypes.c_void_p), ("emu_stop", ctypes.c_void_p),
         ("table", ctypes.c_void_p), ("mask", ctypes.c_uint64), ("used", ctypes.c_uint64),
-        ("watch_hit", ctypes.c_uint32), ("pad2", ctypes.c_uint32),
+        ("watch_hit", ctypes.c_uint32), ("irq_waiting", ctypes.c_uint32),
+        ("eflags", ctypes.c_void_p), ("hflags", ctypes.c_void_p),
     ]
 
 
@@ -418,6 +419,8 @@ class Cpu:
             raise MemoryError("block table")
         st.budget = 0
         st.cr3 = self.env.addr + OFF_CR + 3 * 8
+        st.eflags = self.env.addr + OFF_EFLAGS
+        st.hflags = self.env.addr + OFF_HFLAGS
         st.emu_stop = ctypes.cast(_lib.uc_emu_stop, ctypes.c_void_p).value
         hh = ctypes.c_size_t()
         err = _hook_add(self.h, ctypes.byref(hh), unicorn.UC_HOOK_BLOCK,

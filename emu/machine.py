@@ -362,12 +362,17 @@ class Machine:
 
     def _take_interrupt(self) -> None:
         cpu = self.cpu
-        if cpu.interrupts_enabled and self.intr.pending():
+        pending = self.intr.pending()
+        if pending and cpu.interrupts_enabled:
             vec = self.intr.acknowledge()
             if vec is not None:
                 self.halted = False
                 self.stats.irqs_delivered += 1
                 cpu.deliver(vec, kind="irq")
+            pending = self.intr.pending()
+        # A pending interrupt the CPU cannot take yet (IF=0, or the shadow after sti/mov ss):
+        # the native callback ends the run at the first block where it can.
+        cpu.bh.irq_waiting = 1 if pending else 0
 
     def _idle(self, limit: Optional[int]) -> Optional[RunResult]:
         """hlt: skip to the next event, or stop when nothing can wake the CPU."""

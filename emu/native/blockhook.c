@@ -46,8 +46,13 @@ struct bh_state {
     uint64_t mask;         /* table size - 1 (a power of two) */
     uint64_t used;
     uint32_t watch_hit;    /* a watchpoint's memory hook fired during the last instruction */
-    uint32_t pad2;
+    uint32_t irq_waiting;  /* an interrupt is pending but EFLAGS.IF was clear or a shadow on */
+    const uint64_t *eflags;  /* &env->eflags (IF lives there) */
+    const uint32_t *hflags;  /* &env->hflags (the interrupt shadow lives there) */
 };
+
+#define EFLAGS_IF 0x200
+#define HF_INHIBIT_IRQ 0x8
 
 static inline uint64_t slot_of(const struct bh_state *s, uint64_t va, uint64_t cr3, uint32_t size)
 {
@@ -58,7 +63,9 @@ static inline uint64_t slot_of(const struct bh_state *s, uint64_t va, uint64_t c
 void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
 {
     struct bh_state *s = (struct bh_state *)user;
-    if (s->total >= s->budget) {
+    if (s->total >= s->budget ||
+        (s->irq_waiting && (*s->eflags & EFLAGS_IF) && !(*s->hflags & HF_INHIBIT_IRQ))) {
+        /* Out of budget, or sti/iret/popf just opened the door to a waiting interrupt. */
         s->stopped = STOP_BUDGET;
         s->emu_stop(uc);
         return;

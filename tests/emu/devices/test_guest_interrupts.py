@@ -12,6 +12,8 @@ when the timer was started (low, high), the rest per test.
 """
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from emu.devices.pit import PIT_HZ
@@ -168,7 +170,7 @@ def test_masked_irq0_stays_in_irr_and_arrives_once_when_unmasked():
     IRQ 0 masked and IF set: nothing is delivered, IRR bit 0 is set, ISR is clear (OCW3 0x0B).
     Unmasking (OCW1) delivers it at once, exactly once: the edges of the three periods collapsed
     into the one IRR bit.  Inside the handler ISR bit 0 is set until the EOI."""
-    g = Guest(kernel=PIC_INIT_LINUX + pit_channel0(2, 1193) + f"""
+    g = Guest(kernel=PIC_INIT_LINUX + pit_channel0(2, 1193) + """
       sti
       mov ecx, 1500000          # 3 ms of virtual time (2 instructions per iteration)
     spin:
@@ -267,7 +269,7 @@ def test_lapic_periodic_timer_1khz_divide_by_16():
     n = result(m, 0)
     assert n == 99
     arrivals = [dword(m, 0x7000 + 4 * i) for i in range(1, n + 1)] + [result(m, 5)]
-    assert all(b - a == 1_000_000 for a, b in zip(arrivals, arrivals[1:]))
+    assert all(b - a == 1_000_000 for a, b in pairwise(arrivals))
     assert 1_000_000 < arrivals[0] < 1_000_000 + 50
     assert arrivals[-1] > window
     assert result(m, 3) == 1                # ISR: vector 0x40 in service
@@ -275,9 +277,6 @@ def test_lapic_periodic_timer_1khz_divide_by_16():
 
 
 
-@pytest.mark.xfail(strict=True, reason="machine.py samples INTR only when a budget ends; setting "
-                   "IF (sti/popfd/iretd) over already-translated blocks does not end one, so a "
-                   "request that arrived while IF=0 waits for the next clock event")
 def test_interrupt_pending_under_cli_is_taken_right_after_sti():
     """SDM vol. 3 §6.8.1 and STI (vol. 2): a maskable interrupt that became pending while IF=0
     is recognised once IF is set, after the one instruction STI's shadow covers.  Here a fixed
@@ -387,7 +386,7 @@ def test_pit_irq0_through_ioapic_pin2_in_apic_mode():
     n = result(m, 0)
     assert n == 9
     arrivals = [dword(m, 0x7000 + 4 * i) for i in range(1, n + 1)]
-    for k, (a, b) in enumerate(zip(arrivals, arrivals[1:]), start=1):
+    for k, (a, b) in enumerate(pairwise(arrivals), start=1):
         assert b - a == pit_edge(k + 1, 11932) - pit_edge(k, 11932)
     assert pit_edge(1, 11932) < arrivals[0] < pit_edge(1, 11932) + 50
     assert result(m, 3) == 1 << 16
