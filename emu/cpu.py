@@ -363,6 +363,7 @@ class Cpu:
         #: interrupt became deliverable).
         self.after_device_write: Optional[Callable[[], None]] = None
         self._watch_hook: Optional[int] = None
+        self.a20 = True
         self._install_block_hook()
         self._install_hooks()
         for base, size, dev in mmio.regions:
@@ -450,6 +451,24 @@ class Cpu:
         self._add_hook(unicorn.UC_HOOK_INSN, rdtsc, ctypes.c_int(X.UC_X86_INS_RDTSC))
         self._add_hook(unicorn.UC_HOOK_INSN, cpuid, ctypes.c_int(X.UC_X86_INS_CPUID))
         self._io_code_cb = CODE_CB(self._on_io_insn)
+
+    # -- the A20 gate ---------------------------------------------------------------------------
+    def set_a20(self, enabled: bool) -> None:
+        """With the gate closed, physical address bit 20 reads as 0 (IBM PC AT): every odd
+        megabyte of RAM is remapped onto the even one below it; opening the gate restores it.
+        Host-side physical reads (`ram`) always see the real memory."""
+        if enabled == self.a20:
+            return
+        self.a20 = enabled
+        base = ctypes.addressof(ctypes.c_char.from_buffer(self.ram.buf))
+        with self._guard_spurious():
+            for start in range(1 << 20, self.ram.size, 2 << 20):
+                length = min(1 << 20, self.ram.size - start)
+                self.uc.mem_unmap(start, length)
+                src = start if enabled else start - (1 << 20)
+                self.uc.mem_map_ptr(start, length, unicorn.UC_PROT_ALL, base + src)
+            self.uc.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
+        self.code_written()
 
     # -- watchpoints ------------------------------------------------------------------------
     def watch_code_hook(self, enable: bool) -> None:

@@ -164,7 +164,7 @@ class Machine:
         self.pit = self.add_device(Pit8254(self.clock, line(0)))
         self.rtc = self.add_device(Rtc(self.clock, line(8), rtc_start, self.ram.size))
         self.kbc = self.add_device(I8042(on_reset=self._guest_reset, irq1=line(1),
-                                         irq12=line(12)))
+                                         irq12=line(12), on_a20=self.cpu.set_a20))
         self.cga = self.add_device(CgaText(self.ram))
         self.serial = self.add_device(Uart16550(self.clock, line(4), base=0x3F8,
                                                 output=serial_out))

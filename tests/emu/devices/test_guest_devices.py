@@ -926,8 +926,6 @@ def test_kbc_self_test_and_a20_through_output_port_and_port_92():
     assert m.kbc.a20
 
 
-@pytest.mark.xfail(strict=True, reason="Machine does not wire I8042.on_a20: the A20 gate "
-                   "never masks address bit 20 (emu/machine.py _build_pc)")
 def test_a20_off_wraps_the_second_megabyte_onto_the_first():
     """IBM PC AT: with the A20 gate closed, physical address bit 20 is forced to 0, so 1 MiB +
     x aliases x (what boot code tests to see whether A20 is on).  The i8042 docstring says the
