@@ -37,7 +37,8 @@ from unicorn import x86_const as X
 
 from .bus import ALL_ONES, MmioBus, PortBus
 from .errors import EngineError
-from .memory import BadPhysical, PageFault, Ram, translate
+from .memory import (CR0_PG, CR0_WP, CR4_PSE, PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W, BadPhysical,
+                     PageFault, Ram, translate)
 
 SUPPORTED_UNICORN = "2.1.4"
 _one_u32 = struct.Struct("<I")
@@ -92,24 +93,19 @@ OFF_REGS, OFF_EIP, OFF_EFLAGS, OFF_HFLAGS, OFF_SEGS, OFF_CR = 0, 128, 136, 176, 
 SEG_ES, SEG_CS, SEG_SS, SEG_DS, SEG_FS, SEG_GS, SEG_LDT, SEG_TR, SEG_GDT, SEG_IDT = range(10)
 
 
-class BlockEntry(ctypes.Structure):
-    """Mirror of `struct bh_entry`: one block's instruction count."""
-
-    _fields_ = [("va", ctypes.c_uint64), ("cr3", ctypes.c_uint64), ("size", ctypes.c_uint32),
-                ("icount", ctypes.c_uint32)]
-
-
 class BlockState(ctypes.Structure):
     """Mirror of `struct bh_state` in emu/native/blockhook.c."""
 
     _fields_ = [
         ("total", ctypes.c_uint64), ("budget", ctypes.c_uint64),
-        ("last", ctypes.POINTER(BlockEntry)), ("stopped", ctypes.c_uint32),
-        ("miss_size", ctypes.c_uint32), ("miss_va", ctypes.c_uint64),
-        ("miss_cr3", ctypes.c_uint64), ("cr3", ctypes.c_void_p), ("emu_stop", ctypes.c_void_p),
+        ("last_va", ctypes.c_uint64), ("last_cr3", ctypes.c_uint64),
+        ("last_size", ctypes.c_uint32), ("last_icount", ctypes.c_uint32),
+        ("irq_waiting", ctypes.c_uint32), ("stopped", ctypes.c_uint32),
+        ("cr3", ctypes.c_void_p), ("eflags", ctypes.c_void_p), ("hflags", ctypes.c_void_p),
+        ("emu_stop", ctypes.c_void_p),
+        ("miss_va", ctypes.c_uint64), ("miss_cr3", ctypes.c_uint64),
+        ("miss_size", ctypes.c_uint32), ("watch_hit", ctypes.c_uint32),
         ("table", ctypes.c_void_p), ("mask", ctypes.c_uint64), ("used", ctypes.c_uint64),
-        ("watch_hit", ctypes.c_uint32), ("irq_waiting", ctypes.c_uint32),
-        ("eflags", ctypes.c_void_p), ("hflags", ctypes.c_void_p),
     ]
 
 
@@ -658,11 +654,10 @@ class Cpu:
         after the instruction (retired), so in both cases the instructions before EIP retired.
         """
         st = self.bh
-        if not st.last:
+        va, size, icount = st.last_va, st.last_size, st.last_icount
+        if not size:
             return
-        e = st.last.contents
-        va, size, icount = e.va, e.size, e.icount
-        st.last = None
+        st.last_size = 0
         if not va <= eip < va + size:
             return
         b = self._block_boundaries(va, size, self.env.cr[3])
@@ -673,26 +668,21 @@ class Cpu:
         """Instructions retired before the current instruction, for hooks where EIP is exact
         (the native counter has already counted the whole current block)."""
         st = self.bh
-        if not st.last:
-            return st.total
-        e = st.last.contents
+        va, size = st.last_va, st.last_size
         eip = self.eip
-        if not e.va <= eip < e.va + e.size:
+        if not size or not va <= eip < va + size:
             return st.total
-        b = self._block_boundaries(e.va, e.size, self.env.cr[3])
-        return st.total - e.icount + sum(1 for a in b if a < eip)
+        b = self._block_boundaries(va, size, self.env.cr[3])
+        return st.total - st.last_icount + sum(1 for a in b if a < eip)
 
     def forget_last_block(self) -> None:
-        self.bh.last = None
+        self.bh.last_size = 0
 
     def block_ended_at_halt(self) -> bool:
         """After a run returned on its own: did it stop at a `hlt` (EIP just after it)?"""
         st = self.bh
         eip = self.eip
-        if not st.last:
-            return False
-        e = st.last.contents
-        if e.va + e.size != eip:
+        if not st.last_size or st.last_va + st.last_size != eip:
             return False
         try:
             return self.read_virt(eip - 1, 1) == b"\xf4"
@@ -943,14 +933,45 @@ class Cpu:
 
     def _sys_phys(self, va: int, n: int, write: bool = False) -> int:
         """Physical address of a processor-made supervisor access of `n` bytes at linear
-        `va` that stays within one page; faults become _DeliveryFault."""
+        `va` that stays within one page; faults become _DeliveryFault.
+
+        This is `memory.translate` inlined for the delivery path (it runs several times per
+        trap): the same walk, the same checks, A/D bits written only when they change."""
         cr = self.env.cr
-        try:
-            pa = translate(self.ram, cr[0], cr[3], cr[4], va, write=write, set_ad=True)
-        except PageFault as pf:
-            raise _DeliveryFault(PF, pf.error_code, pf.addr) from None
-        except BadPhysical:
-            raise _DeliveryFault(GP, 0) from None
+        cr0 = cr[0]
+        if not cr0 & CR0_PG:
+            pa = va
+        else:
+            buf, size = self.ram.buf, self.ram.size
+            pde_addr = (cr[3] & 0xFFFFF000) | ((va >> 20) & 0xFFC)
+            if pde_addr + 4 > size:
+                raise _DeliveryFault(GP, 0)
+            pde = _one_u32.unpack_from(buf, pde_addr)[0]
+            err = 2 if write else 0
+            if not pde & PTE_P:
+                raise _DeliveryFault(PF, err, va)
+            if pde & PTE_PS and cr[4] & CR4_PSE:
+                if write and not pde & PTE_W and cr0 & CR0_WP:
+                    raise _DeliveryFault(PF, err | 1, va)
+                want = pde | PTE_A | (PTE_D if write else 0)
+                if want != pde:
+                    _one_u32.pack_into(buf, pde_addr, want)
+                pa = (pde & 0xFFC00000) | (va & 0x3FFFFF)
+            else:
+                pte_addr = (pde & 0xFFFFF000) | ((va >> 10) & 0xFFC)
+                if pte_addr + 4 > size:
+                    raise _DeliveryFault(GP, 0)
+                pte = _one_u32.unpack_from(buf, pte_addr)[0]
+                if not pte & PTE_P:
+                    raise _DeliveryFault(PF, err, va)
+                if write and not (pde & pte & PTE_W) and cr0 & CR0_WP:
+                    raise _DeliveryFault(PF, err | 1, va)
+                if not pde & PTE_A:
+                    _one_u32.pack_into(buf, pde_addr, pde | PTE_A)
+                want = pte | PTE_A | (PTE_D if write else 0)
+                if want != pte:
+                    _one_u32.pack_into(buf, pte_addr, want)
+                pa = (pte & 0xFFFFF000) | (va & 0xFFF)
         if pa + n > self.ram.size:
             raise _DeliveryFault(GP, 0)
         return pa

@@ -30,25 +30,29 @@ struct bh_entry {
 
 enum { STOP_NONE = 0, STOP_BUDGET = 1, STOP_MISS = 3, STOP_WATCH = 4 };
 
-/* Shared with Python through ctypes (emu/cpu.py mirrors this layout). */
+/* Shared with Python through ctypes (emu/cpu.py mirrors this layout).  The fields the
+ * callback touches on every block come first, in one cache line. */
 struct bh_state {
     uint64_t total;        /* retired instructions, counted a whole block at a time */
     uint64_t budget;       /* stop before any block that starts at total >= budget; the host
                               sets it to 0 to stop at the next block */
-    struct bh_entry *last; /* the last block counted (NULL: none, or forgotten) */
+    uint64_t last_va;      /* the last block counted: its key and count (last_size 0: none) */
+    uint64_t last_cr3;
+    uint32_t last_size;
+    uint32_t last_icount;
+    uint32_t irq_waiting;  /* an interrupt is pending but EFLAGS.IF was clear or a shadow on */
     uint32_t stopped;      /* why the callback stopped the run (STOP_*) */
-    uint32_t miss_size;    /* STOP_MISS: the block that has no entry yet */
-    uint64_t miss_va;
-    uint64_t miss_cr3;
     const uint64_t *cr3;   /* &env->cr[3] of the live CPU */
+    const uint64_t *eflags;  /* &env->eflags (IF lives there) */
+    const uint32_t *hflags;  /* &env->hflags (the interrupt shadow lives there) */
     uc_stop_fn emu_stop;
+    uint64_t miss_va;      /* STOP_MISS: the block that has no entry yet */
+    uint64_t miss_cr3;
+    uint32_t miss_size;
+    uint32_t watch_hit;    /* a watchpoint's memory hook fired during the last instruction */
     struct bh_entry *table;
     uint64_t mask;         /* table size - 1 (a power of two) */
     uint64_t used;
-    uint32_t watch_hit;    /* a watchpoint's memory hook fired during the last instruction */
-    uint32_t irq_waiting;  /* an interrupt is pending but EFLAGS.IF was clear or a shadow on */
-    const uint64_t *eflags;  /* &env->eflags (IF lives there) */
-    const uint32_t *hflags;  /* &env->hflags (the interrupt shadow lives there) */
 };
 
 #define EFLAGS_IF 0x200
@@ -71,27 +75,31 @@ void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
         return;
     }
     uint64_t cr3 = *s->cr3;
-    struct bh_entry *e = s->last;
-    if (!(e && e->va == va && e->cr3 == cr3 && e->size == size)) {
-        /* Not the block that ran last (a self-loop is the common case): look it up. */
-        uint64_t i = slot_of(s, va, cr3, size);
-        for (;;) {
-            e = &s->table[i];
-            if (e->size == size && e->va == va && e->cr3 == cr3)
-                break;
-            if (e->size == 0) {
-                s->stopped = STOP_MISS;
-                s->miss_va = va;
-                s->miss_cr3 = cr3;
-                s->miss_size = size;
-                s->emu_stop(uc);
-                return;
-            }
-            i = (i + 1) & s->mask;
-        }
+    if (va == s->last_va && size == s->last_size && cr3 == s->last_cr3) {
+        /* The block that ran last again: a loop, the common case. */
+        s->total += s->last_icount;
+        return;
     }
-    s->total += e->icount;
-    s->last = e;
+    uint64_t i = slot_of(s, va, cr3, size);
+    for (;;) {
+        struct bh_entry *e = &s->table[i];
+        if (e->size == size && e->va == va && e->cr3 == cr3) {
+            s->total += e->icount;
+            s->last_va = va;
+            s->last_cr3 = cr3;
+            s->last_size = size;
+            s->last_icount = e->icount;
+            return;
+        }
+        if (e->size == 0)
+            break;
+        i = (i + 1) & s->mask;
+    }
+    s->stopped = STOP_MISS;
+    s->miss_va = va;
+    s->miss_cr3 = cr3;
+    s->miss_size = size;
+    s->emu_stop(uc);
 }
 
 /* Installed over all code only while watchpoints exist: stop before the instruction after
@@ -136,7 +144,7 @@ int l4emu_block_reset(struct bh_state *s, unsigned log2)
         return -1;
     free(s->table);
     s->table = t;
-    s->last = NULL;
+    s->last_size = 0;
     s->mask = ((uint64_t)1 << log2) - 1;
     s->used = 0;
     return 0;
@@ -152,7 +160,6 @@ int l4emu_block_insert(struct bh_state *s, uint64_t va, uint64_t cr3, uint32_t s
         if (!t)
             return -1;
         s->table = t;
-        s->last = NULL;
         s->mask = n * 2 - 1;
         s->used = 0;
         for (uint64_t j = 0; j < n; j++)
