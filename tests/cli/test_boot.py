@@ -215,3 +215,72 @@ def test_multiboot_example_image_boots():
 def test_version():
     r = l4emu("--version")
     assert r.returncode == 0 and r.stdout.startswith(b"l4emu ")
+
+
+ATA_IDENTIFY_AND_EXIT = """
+  mov dx, 0x1f6
+  mov al, 0xe0
+  out dx, al
+  mov dx, 0x1f7
+  mov al, 0xec
+  out dx, al
+wait:
+  in al, dx
+  test al, 0x80
+  jnz wait
+  mov edi, 0x200000
+  mov ecx, 256
+  mov dx, 0x1f0
+  rep insw
+  mov ax, [0x200000 + 60 * 2]       ; LBA28 capacity, low word
+  out 0xf4, al
+"""
+
+
+def test_disk_option_serves_the_image(tmp_path):
+    """--disk FILE: IDENTIFY reports the image's capacity in sectors."""
+    img = tmp_path / "disk.img"
+    img.write_bytes(b"\0" * 512 * 9)
+    k = kernel_elf(tmp_path, ATA_IDENTIFY_AND_EXIT)
+    r = l4emu("boot", str(k), "--disk", str(img))
+    assert r.returncode == (9 << 1) | 1, r.stderr
+
+
+def test_disk_not_a_multiple_of_512_is_served_with_one_warning(tmp_path):
+    img = tmp_path / "odd.img"
+    img.write_bytes(b"\0" * (512 * 3 + 100))
+    k = kernel_elf(tmp_path, ATA_IDENTIFY_AND_EXIT)
+    r = l4emu("boot", str(k), "--disk", str(img))
+    assert r.returncode == (3 << 1) | 1
+    assert r.stderr.count(b"warning") == 1 and b"odd.img" in r.stderr
+    assert img.stat().st_size == 512 * 3 + 100          # never truncated or grown
+
+
+def test_bad_input_missing_disk(tmp_path):
+    k = kernel_elf(tmp_path, "hlt\n")
+    _one_line_error(l4emu("boot", str(k), "--disk", str(tmp_path / "none.img")), b"none.img")
+
+
+def test_bad_input_three_disks(tmp_path):
+    k = kernel_elf(tmp_path, "hlt\n")
+    img = tmp_path / "d.img"
+    img.write_bytes(b"\0" * 1024)
+    _one_line_error(l4emu("boot", str(k), *["--disk", str(img)] * 3), b"two")
+
+
+def test_bad_input_disk_option(tmp_path):
+    _one_line_error(l4emu("boot", "k", "--disk", "x.img,rw"), b"rw")
+
+
+def test_rtc_option_sets_the_guest_date(tmp_path):
+    """--rtc DATE: the CMOS clock starts there (BCD year register 0x09)."""
+    body = """
+      mov al, 0x09
+      out 0x70, al
+      in al, 0x71
+      out 0xf4, al
+    """
+    k = kernel_elf(tmp_path, body)
+    r = l4emu("boot", str(k), "--rtc", "2031-05-06T07:08:09")
+    assert r.returncode == (0x31 << 1) | 1
+    _one_line_error(l4emu("boot", str(k), "--rtc", "yesterday"), b"--rtc")

@@ -93,3 +93,21 @@ def test_read_watchpoint_and_removal():
     assert r.reason is Stop.WATCHPOINT and m.last_watch.access == "r"
     m.remove_watchpoint(wp)
     assert m.run().reason is Stop.EXIT
+
+
+def test_host_write_over_translated_code_takes_effect():
+    """Unicorn keeps running a stale translation after a host write to code it has already
+    translated (research §2): `Machine.load` drops translations, so the new code runs."""
+    m, syms = Guest(kernel="""
+    again:
+      mov eax, 1
+      mov [0x6000], eax
+      EXIT 0
+    """).build()
+    assert m.run().reason is Stop.EXIT
+    assert m.ram.read32(0x6000) == 1
+    from emu.asm import assemble
+    m.load(syms["again"], assemble("mov eax, 2", syms["again"]).code)
+    m.set_entry_state(syms["again"])
+    assert m.run().reason is Stop.EXIT
+    assert m.ram.read32(0x6000) == 2
