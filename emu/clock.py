@@ -109,5 +109,11 @@ class Clock:
             ev.callback()
             n += 1
 
+    def clear(self) -> None:
+        """Drop every pending event (a snapshot is being restored: devices re-arm theirs)."""
+        for ev in self._queue:
+            ev.cancelled = True
+        self._queue.clear()
+
     def pending_events(self) -> list[Event]:
         return sorted(e for e in self._queue if not e.cancelled)

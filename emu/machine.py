@@ -107,6 +107,21 @@ class WatchHit:
 
 
 @dataclass
+class Snapshot:
+    """A saved machine (see `Machine.save_state`)."""
+
+    context: object
+    ram: bytes
+    devices: list
+    irq_levels: list
+    pin_sources: list
+    total: int
+    halted: bool
+    exit_status: Optional[int]
+    a20: bool
+
+
+@dataclass
 class MachineStats:
     slices: int = 0
     irqs_delivered: int = 0
@@ -507,6 +522,56 @@ class Machine:
             cpu.request_stop()
             cpu.run(0)
             cpu.clear_stop()
+
+    # -- snapshots --------------------------------------------------------------------------------
+    def save_state(self) -> "Snapshot":
+        """Everything needed to come back to this instant: CPU, RAM, devices, time.
+
+        Restoring and running again gives the same instructions, output and counts as the
+        first time (the run loop is deterministic), which is what reverse stepping and
+        "boot once, measure many times" stand on."""
+        cpu = self.cpu
+        if self._counted_mode:
+            self._leave_counted_mode()
+        return Snapshot(
+            context=cpu.uc.context_save(),
+            ram=bytes(self.ram.buf),
+            devices=[d.save_state() for d in self.devices],
+            irq_levels=list(self.irqs.levels),
+            pin_sources=list(self.intr.sources),
+            total=cpu.bh.total,
+            halted=self.halted,
+            exit_status=self.exit_status,
+            a20=cpu.a20,
+        )
+
+    def load_state(self, snap: "Snapshot") -> None:
+        cpu = self.cpu
+        if self._counted_mode:
+            self._leave_counted_mode()
+        cpu.set_a20(snap.a20)
+        cpu.uc.context_restore(snap.context)
+        # Unicorn's context restore leaves the TLB as it was (research §9h).
+        cpu.flush_tlb()
+        self.ram.buf[:] = snap.ram
+        cpu.code_written()
+        self.clock.clear()
+        cpu.bh.total = snap.total
+        cpu.forget_last_block()
+        for level_irq, level in enumerate(snap.irq_levels):
+            self.irqs.levels[level_irq] = level
+        for dev, state in zip(self.devices, snap.devices):
+            dev.load_state(state)
+        self.intr.sources[:] = snap.pin_sources
+        self.halted = snap.halted
+        self.exit_status = snap.exit_status
+        cpu.shutdown = None
+        cpu.pending_io_fault = None
+        cpu.io_frozen = False
+        self._stop_reason = None
+        self._exit_at = None
+        self._watch_pending = None
+        cpu.clear_stop()
 
     # -- reports ------------------------------------------------------------------------------------
     def report(self) -> str:

@@ -111,3 +111,61 @@ def test_host_write_over_translated_code_takes_effect():
     m.set_entry_state(syms["again"])
     assert m.run().reason is Stop.EXIT
     assert m.ram.read32(0x6000) == 2
+
+
+def test_snapshot_restore_replays_identically():
+    """A snapshot taken mid-run, restored, runs to the same end: same output, same count,
+    with a 1 kHz PIT interrupt and serial output in between (determinism + snapshots)."""
+    g = Guest(kernel="""
+      mov al, 0x11
+      out 0x20, al
+      mov al, 0x20
+      out 0x21, al
+      mov al, 4
+      out 0x21, al
+      mov al, 1
+      out 0x21, al
+      mov al, 0xfe
+      out 0x21, al
+      mov al, 0x34
+      out 0x43, al
+      mov ax, 1193
+      out 0x40, al
+      mov al, ah
+      out 0x40, al
+      sti
+      mov ecx, 3000000
+    spin:
+      dec ecx
+      jnz spin
+      cli
+      mov eax, [0x6000]
+      EXIT al
+    """, handlers="""
+    tick:
+      push eax
+      push edx
+      add dword ptr [0x6000], 1
+      mov dx, 0x3f8
+      mov al, 0x2e
+      out dx, al
+      mov al, 0x20
+      out 0x20, al
+      pop edx
+      pop eax
+      iretd
+    """, gates={0x20: ("tick", 0xE, 0)})
+    m, _ = g.build()
+    first = m.run(max_insns=2_000_000)
+    assert first.reason is Stop.MAX_INSNS
+    snap = m.save_state()
+    out_at_snap = len(g.serial)
+    end1 = m.run()
+    out1 = bytes(g.serial[out_at_snap:])
+    m.load_state(snap)
+    del g.serial[out_at_snap:]
+    end2 = m.run()
+    out2 = bytes(g.serial[out_at_snap:])
+    assert end1.reason is end2.reason is Stop.EXIT
+    assert end1.insns == end2.insns and end1.exit_status == end2.exit_status
+    assert out1 == out2 and len(out1) > 0
