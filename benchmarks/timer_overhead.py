@@ -46,27 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from emu.devices.ata import AtaDisk
 from emu.machine import Machine, Stop
-from tests.guest import Guest, exit_code, result
+from tests.guest import Guest, exit_code, pic_init, result
 
-PIC_INIT = """
-  mov al, 0x11
-  out 0x20, al
-  out 0xa0, al
-  mov al, 0x20
-  out 0x21, al
-  mov al, 0x28
-  out 0xa1, al
-  mov al, 4
-  out 0x21, al
-  mov al, 2
-  out 0xa1, al
-  mov al, 1
-  out 0x21, al
-  out 0xa1, al
-  mov al, 0xff
-  out 0x21, al
-  out 0xa1, al
-"""
+PIC_INIT = pic_init()
 
 #: (name, PIT divisor or None)
 VARIANTS = (("no timer", None), ("PIT 100 Hz", 11932), ("PIT 1000 Hz", 1193),

@@ -59,6 +59,28 @@ class Device:
         return f"<{type(self).__name__} {self.name}>"
 
 
+class ByteDevice(Device):
+    """A device whose registers are bytes: a wider access is split into byte accesses to
+    consecutive ports, lowest first, as an ISA bus carries it (`out dx, ax` to an index/data
+    pair writes both).  Subclasses implement `read_byte` and `write_byte`."""
+
+    def io_read(self, port: int, size: int) -> int:
+        value = 0
+        for i in range(size):
+            value |= (self.read_byte(port + i) & 0xFF) << (8 * i)
+        return value
+
+    def io_write(self, port: int, size: int, value: int) -> None:
+        for i in range(size):
+            self.write_byte(port + i, (value >> (8 * i)) & 0xFF)
+
+    def read_byte(self, port: int) -> int:
+        return 0xFF
+
+    def write_byte(self, port: int, value: int) -> None:
+        pass
+
+
 class PortBus:
     """The 64 KiB x86 I/O port space."""
 

@@ -156,6 +156,31 @@ class Guest:
                     m.ram.write32(pts[pdi] + pti * 4, (p & ~0xFFF) | fl)
 
 
+def pic_init(master_mask: int = 0xFF, slave_mask: int = 0xFF) -> str:
+    """The 8259A pair set up as Linux's init_8259A() does it: ICW1 edge + ICW4, vectors
+    0x20/0x28, slave on IR2, 8086 mode, then the masks."""
+    return f"""
+  mov al, 0x11
+  out 0x20, al
+  out 0xa0, al
+  mov al, 0x20
+  out 0x21, al
+  mov al, 0x28
+  out 0xa1, al
+  mov al, 4
+  out 0x21, al
+  mov al, 2
+  out 0xa1, al
+  mov al, 1
+  out 0x21, al
+  out 0xa1, al
+  mov al, {master_mask:#x}
+  out 0x21, al
+  mov al, {slave_mask:#x}
+  out 0xa1, al
+"""
+
+
 def _expand(src: str) -> str:
     """`EXIT n` -> write n to the isa-debug-exit port (keystone has no macros)."""
     out = []

@@ -27,7 +27,7 @@ Choices:
 """
 from __future__ import annotations
 
-from emu.bus import Device
+from emu.bus import ByteDevice
 
 BASE = 0xB8000
 WINDOW = 0x8000
@@ -46,7 +46,7 @@ _CP437 = "".join(
 )
 
 
-class CgaText(Device):
+class CgaText(ByteDevice):
     """Colour text screen over guest RAM `ram` (a bytearray, an mmap, or an object whose `buf`
     is one); see the module docstring."""
 
@@ -97,17 +97,6 @@ class CgaText(Device):
         self._index = 0
         self._retrace = False
 
-    def io_read(self, port: int, size: int) -> int:
-        value = 0
-        for i in range(size):
-            value |= self._read8(port + i) << (8 * i)
-        return value
-
-    def io_write(self, port: int, size: int, value: int) -> None:
-        # `out dx, ax` to 0x3D4 writes index and data in one go; drivers use it.
-        for i in range(size):
-            self._write8(port + i, (value >> (8 * i)) & 0xFF)
-
     def save_state(self) -> dict:
         return {"crtc": bytes(self._crtc), "index": self._index, "retrace": self._retrace}
 
@@ -117,7 +106,7 @@ class CgaText(Device):
         self._retrace = state["retrace"]
 
     # -- registers ------------------------------------------------------------------------
-    def _read8(self, port: int) -> int:
+    def read_byte(self, port: int) -> int:
         if port == 0x3D4:
             return self._index
         if port == 0x3D5:
@@ -127,7 +116,7 @@ class CgaText(Device):
             return 0x09 if self._retrace else 0x00
         return 0xFF
 
-    def _write8(self, port: int, value: int) -> None:
+    def write_byte(self, port: int, value: int) -> None:
         if port == 0x3D4:
             self._index = value & 0x1F
         elif port == 0x3D5:

@@ -61,7 +61,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..bus import Device, InterruptPin, InterruptSource
+from ..bus import ByteDevice, Device, InterruptPin, InterruptSource
 from ..clock import Clock, Event
 
 #: The timer's input clock before the divider.  100 MHz is the bus/crystal rate of the
@@ -611,7 +611,7 @@ IMCR_DATA_PORT = 0x23
 IMCR_INDEX = 0x70
 
 
-class Imcr(Device):
+class Imcr(ByteDevice):
     """Interrupt mode configuration register (MP spec 1.4 §3.6.2.1, ports 0x22/0x23).
 
         port  access  meaning
@@ -661,25 +661,16 @@ class Imcr(Device):
             self.lapic.connect_lint0(None)
             self.pin.sources = [self.pic, self.lapic, *others]
 
-    def io_read(self, port: int, size: int) -> int:
-        value = 0
-        for i in range(size):
-            p = port + i
-            if p == IMCR_SELECT_PORT:
-                byte = self._select
-            elif p == IMCR_DATA_PORT and self._select == IMCR_INDEX:
-                byte = self._mode
-            else:
-                byte = 0xFF
-            value |= byte << (8 * i)
-        return value
+    def read_byte(self, port: int) -> int:
+        if port == IMCR_SELECT_PORT:
+            return self._select
+        if port == IMCR_DATA_PORT and self._select == IMCR_INDEX:
+            return self._mode
+        return 0xFF
 
-    def io_write(self, port: int, size: int, value: int) -> None:
-        for i in range(size):
-            p = port + i
-            byte = (value >> (8 * i)) & 0xFF
-            if p == IMCR_SELECT_PORT:
-                self._select = byte
-            elif p == IMCR_DATA_PORT and self._select == IMCR_INDEX:
-                self._mode = byte & 1
-                self._apply()
+    def write_byte(self, port: int, value: int) -> None:
+        if port == IMCR_SELECT_PORT:
+            self._select = value
+        elif port == IMCR_DATA_PORT and self._select == IMCR_INDEX:
+            self._mode = value & 1
+            self._apply()

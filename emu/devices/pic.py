@@ -74,7 +74,7 @@ Behaviour and the choices made where the datasheet leaves room:
 """
 from __future__ import annotations
 
-from ..bus import Device
+from ..bus import ByteDevice
 
 MASTER_CMD, MASTER_DATA = 0x20, 0x21
 SLAVE_CMD, SLAVE_DATA = 0xA0, 0xA1
@@ -275,7 +275,7 @@ class _Chip:
             setattr(self, f, type(getattr(self, f))(state[f]))
 
 
-class Pic8259Pair(Device):
+class Pic8259Pair(ByteDevice):
     """Master and slave 8259A with the PIIX ELCR; see the module docstring for the registers."""
 
     name = "pic"
@@ -352,17 +352,7 @@ class Pic8259Pair(Device):
         self._int = self.master.resolve() is not None
 
     # -- ports ------------------------------------------------------------------------------
-    def io_read(self, port: int, size: int) -> int:
-        value = 0
-        for i in range(size):
-            value |= self._read_byte(port + i) << (8 * i)
-        return value
-
-    def io_write(self, port: int, size: int, value: int) -> None:
-        for i in range(size):
-            self._write_byte(port + i, (value >> (8 * i)) & 0xFF)
-
-    def _read_byte(self, port: int) -> int:
+    def read_byte(self, port: int) -> int:
         if port in (MASTER_CMD, SLAVE_CMD):
             chip = self.master if port == MASTER_CMD else self.slave
             value = chip.read_command()
@@ -376,7 +366,7 @@ class Pic8259Pair(Device):
         self._update()
         return value
 
-    def _write_byte(self, port: int, value: int) -> None:
+    def write_byte(self, port: int, value: int) -> None:
         if port in (MASTER_CMD, SLAVE_CMD):
             (self.master if port == MASTER_CMD else self.slave).write_command(value)
         elif port in (MASTER_DATA, SLAVE_DATA):

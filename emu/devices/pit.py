@@ -66,7 +66,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from ..bus import Device, IrqLine
+from ..bus import ByteDevice, IrqLine
 from ..clock import Clock, Event
 
 PIT_HZ = 1_193_182
@@ -110,7 +110,7 @@ class _Counter:
     idle_ce: int = 0                   # what a read gives while not armed
 
 
-class Pit8254(Device):
+class Pit8254(ByteDevice):
     """Counters 0-2 and port 0x61; see the module docstring for the registers."""
 
     name = "pit"
@@ -376,17 +376,7 @@ class Pit8254(Device):
         self._settle(c, prev)
 
     # -- ports -------------------------------------------------------------------------------
-    def io_read(self, port: int, size: int) -> int:
-        value = 0
-        for i in range(size):
-            value |= self._read_byte(port + i) << (8 * i)
-        return value
-
-    def io_write(self, port: int, size: int, value: int) -> None:
-        for i in range(size):
-            self._write_byte(port + i, (value >> (8 * i)) & 0xFF)
-
-    def _read_byte(self, port: int) -> int:
+    def read_byte(self, port: int) -> int:
         now = self.clock.now
         if PIT_BASE <= port < PIT_CONTROL:
             return self._read_counter(self.counters[port - PIT_BASE], now)
@@ -416,7 +406,7 @@ class Pit8254(Device):
             c.latch = None
         return byte
 
-    def _write_byte(self, port: int, value: int) -> None:
+    def write_byte(self, port: int, value: int) -> None:
         if PIT_BASE <= port < PIT_CONTROL:
             self._write_count(self.counters[port - PIT_BASE], value)
         elif port == PIT_CONTROL:

@@ -53,7 +53,7 @@ from __future__ import annotations
 import calendar
 from datetime import datetime, timedelta
 
-from emu.bus import Device, IrqLine
+from emu.bus import ByteDevice, IrqLine
 from emu.clock import Clock, Event
 
 # Status B bits
@@ -74,7 +74,7 @@ def _weekday(dt: datetime) -> int:
     return dt.isoweekday() % 7 + 1
 
 
-class Rtc(Device):
+class Rtc(ByteDevice):
     """MC146818 RTC + CMOS at 0x70/0x71 raising `irq8`; see the module docstring."""
 
     name = "rtc"
@@ -137,22 +137,15 @@ class Rtc(Device):
         self._update_irq()
         self._reschedule()
 
-    def io_read(self, port: int, size: int) -> int:
-        value = 0
-        for i in range(size):
-            p = port + i
-            byte = self._read_data() if p == 0x71 else 0xFF
-            value |= byte << (8 * i)
-        return value
+    def read_byte(self, port: int) -> int:
+        return self._read_data() if port == 0x71 else 0xFF
 
-    def io_write(self, port: int, size: int, value: int) -> None:
-        for i in range(size):
-            p, byte = port + i, (value >> (8 * i)) & 0xFF
-            if p == 0x70:
-                self._index = byte & 0x7F
-                self.nmi_disabled = bool(byte & 0x80)
-            elif p == 0x71:
-                self._write_data(byte)
+    def write_byte(self, port: int, value: int) -> None:
+        if port == 0x70:
+            self._index = value & 0x7F
+            self.nmi_disabled = bool(value & 0x80)
+        elif port == 0x71:
+            self._write_data(value)
 
     def save_state(self) -> dict:
         self._sync()

@@ -54,7 +54,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from emu.bus import Device, IrqLine
+from emu.bus import ByteDevice, IrqLine
 from emu.clock import Clock, Event
 
 #: The PC's UART input clock; baud = CLOCK_HZ / (16 * divisor).
@@ -75,7 +75,7 @@ MCR_DTR, MCR_RTS, MCR_OUT1, MCR_OUT2, MCR_LOOP = 0x01, 0x02, 0x04, 0x08, 0x10
 MSR_CONNECTED = 0xB0
 
 
-class Uart16550(Device):
+class Uart16550(ByteDevice):
     """A PC16550D at `base` (8 ports) raising `irq`; see the module docstring."""
 
     def __init__(
@@ -139,15 +139,11 @@ class Uart16550(Device):
         self._pump()
         self._update_irq()
 
-    def io_read(self, port: int, size: int) -> int:
-        value = 0
-        for i in range(size):
-            value |= self._read8(port + i - self.base) << (8 * i)
-        return value
+    def read_byte(self, port: int) -> int:
+        return self._read8(port - self.base)
 
-    def io_write(self, port: int, size: int, value: int) -> None:
-        for i in range(size):
-            self._write8(port + i - self.base, (value >> (8 * i)) & 0xFF)
+    def write_byte(self, port: int, value: int) -> None:
+        self._write8(port - self.base, value)
 
     def save_state(self) -> dict:
         return {

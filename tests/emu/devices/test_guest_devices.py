@@ -17,7 +17,7 @@ import pytest
 from emu.asm import assemble
 from emu.devices.ata import AtaDisk
 from emu.machine import RTC_EPOCH, Machine, Stop
-from tests.guest import RESULT, Guest, exit_code, result
+from tests.guest import RESULT, Guest, exit_code, pic_init, result
 
 SECTOR = 512
 SECTORS = 64
@@ -39,33 +39,6 @@ def results(m: Machine, n: int) -> list[int]:
     return [result(m, i) for i in range(n)]
 
 
-# -- 8259A set-up as Linux's init_8259A() does it (ICW1-4 on both chips, masks last) -------------
-def pic_init(master_mask: int, slave_mask: int) -> str:
-    return f"""
-    mov al, 0xff
-    out 0x21, al
-    out 0xa1, al
-    mov al, 0x11            ; ICW1: edge, cascade, ICW4 follows
-    out 0x20, al
-    mov al, 0x20            ; ICW2: IRQ 0-7 -> vectors 0x20-0x27
-    out 0x21, al
-    mov al, 0x04            ; ICW3: slave on IR2
-    out 0x21, al
-    mov al, 0x01            ; ICW4: 8086 mode, normal EOI
-    out 0x21, al
-    mov al, 0x11
-    out 0xa0, al
-    mov al, 0x28            ; IRQ 8-15 -> vectors 0x28-0x2f
-    out 0xa1, al
-    mov al, 0x02            ; slave ID 2
-    out 0xa1, al
-    mov al, 0x01
-    out 0xa1, al
-    mov al, {master_mask:#x}
-    out 0x21, al
-    mov al, {slave_mask:#x}
-    out 0xa1, al
-"""
 
 
 # =================================================================================================

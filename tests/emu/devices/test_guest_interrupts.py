@@ -18,33 +18,13 @@ import pytest
 
 from emu.devices.pit import PIT_HZ
 from emu.machine import Machine, Stop
-from tests.guest import Guest, exit_code, result, run
+from tests.guest import Guest, exit_code, pic_init, result, run
 
 IPS = 1_000_000_000          # the default clock rate: one instruction per virtual nanosecond
 LAPIC = 0xFEE00000
 IOAPIC = 0xFEC00000
 
-# Linux's init_8259A(): ICW1 edge + ICW4, vectors 0x20/0x28, slave on IR2, 8086 mode, then
-# every line masked.
-PIC_INIT_LINUX = """
-  mov al, 0x11
-  out 0x20, al
-  out 0xa0, al
-  mov al, 0x20
-  out 0x21, al
-  mov al, 0x28
-  out 0xa1, al
-  mov al, 4
-  out 0x21, al
-  mov al, 2
-  out 0xa1, al
-  mov al, 1
-  out 0x21, al
-  out 0xa1, al
-  mov al, 0xff
-  out 0x21, al
-  out 0xa1, al
-"""
+PIC_INIT_LINUX = pic_init()
 
 # Remember the TSC in RESULT dwords 1-2 (the start of the measured window).
 MARK_T0 = """
