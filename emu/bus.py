@@ -115,7 +115,7 @@ class PortBus:
 
 
 class MmioBus:
-    """Physical MMIO ranges; the CPU maps each range into Unicorn with callbacks to `read`/`write`."""
+    """Physical MMIO ranges; the CPU maps each into Unicorn with callbacks to the device."""
 
     def __init__(self) -> None:
         self.regions: list[tuple[int, int, Device]] = []

@@ -256,7 +256,7 @@ class Machine:
         if when < st.budget:
             st.budget = when
 
-    # -- breakpoints --------------------------------------------------------------------------------
+    # -- breakpoints ---------------------------------------------------------------------
     def add_breakpoint(self, addr: int, temporary: bool = False) -> Breakpoint:
         bp = self.breakpoints.get(addr)
         if bp is None:
@@ -327,7 +327,7 @@ class Machine:
     def run(self, max_insns: Optional[int] = None, until: Optional[int] = None) -> RunResult:
         """Run until the guest exits, a limit or breakpoint is reached, or it can make no more
         progress.  `max_insns` counts from now; `until` is a one-shot breakpoint address."""
-        cpu, clock, st = self.cpu, self.clock, self.cpu.bh
+        cpu, clock = self.cpu, self.clock
         limit = None if max_insns is None else clock.now + max_insns
         if until is not None:
             self.add_breakpoint(until, temporary=True)
@@ -573,7 +573,7 @@ class Machine:
         self._watch_pending = None
         cpu.clear_stop()
 
-    # -- reports ------------------------------------------------------------------------------------
+    # -- reports -------------------------------------------------------------------------
     def report(self) -> str:
         """Registers, the last traps and the code at EIP: what a user needs after a bad stop."""
         cpu = self.cpu

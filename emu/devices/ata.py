@@ -97,7 +97,8 @@ FIRMWARE = "0.1"
 
 
 class AtaDisk:
-    """A raw disk image: whole 512-byte sectors of a file (or block device), read and written in place.
+    """A raw disk image: whole 512-byte sectors of a file (or block device), read and
+    written in place.
 
     `warning` is a one-line message for the CLI to print once (a size that is not a whole number
     of sectors), else None.  `last_io_error` remembers the last host I/O failure the guest was

@@ -163,7 +163,8 @@ def test_masked_slave_request_waits() -> None:
 
 
 def test_elcr_level_triggered() -> None:
-    """PIIX ELCR: level mode per IRQ; IRR follows the line; reserved bits (IRQ 0-2, 8, 13) read 0."""
+    """PIIX ELCR: level mode per IRQ; IRR follows the line; reserved bits (IRQ 0-2, 8, 13)
+    read 0."""
     bus, pic = make()
     out(pic, 0x4D0, 0xFF)
     out(pic, 0x4D1, 0xFF)
@@ -206,7 +207,8 @@ def test_ltim_level_mode_for_whole_chip() -> None:
 
 
 def test_edge_latch_survives_line_drop() -> None:
-    """Edge mode: the rising edge latches IRR (IrqLine.pulse contract); a held line does not repeat."""
+    """Edge mode: the rising edge latches IRR (IrqLine.pulse contract); a held line does not
+    repeat."""
     bus, pic = make()
     line = bus.line(6)
     line.raise_()
@@ -322,7 +324,8 @@ def test_specific_eoi_and_rotation() -> None:
 
 
 def test_special_mask_mode() -> None:
-    """OCW3 SMM: a level in service no longer blocks lower levels; masked ISR bits need specific EOI."""
+    """OCW3 SMM: a level in service no longer blocks lower levels; masked ISR bits need
+    specific EOI."""
     bus, pic = make()
     bus.line(1).pulse()
     assert pic.acknowledge() == 0x21

@@ -234,7 +234,8 @@ def test_linux_quick_calibrate_msb_reads() -> None:
 
 
 def test_gate_holds_channel2() -> None:
-    """Gate low: mode 0 pauses counting; mode 2 stops with OUT high and reloads on the rising edge."""
+    """Gate low: mode 0 pauses counting; mode 2 stops with OUT high and reloads on the
+    rising edge."""
     rig = Rig()
     rig.program(2, 0, 1000)                  # gate still low (port 0x61 bit 0 = 0)
     rig.clock.advance(tick_time(5000))
