@@ -55,7 +55,6 @@ VECTOR_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "
 
 EFLAGS_TF, EFLAGS_IF, EFLAGS_NT, EFLAGS_RF, EFLAGS_VM = 0x100, 0x200, 0x4000, 0x10000, 0x20000
 HF_CPL_MASK, HF_INHIBIT_IRQ = 0x3, 0x8
-CR4_TSD = 0x4
 
 # ---------------------------------------------------------------------------------------
 # Raw access to libunicorn: a private CDLL handle so argtypes set here never disturb the
@@ -70,9 +69,6 @@ _lib.uc_emu_start.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
 _lib.uc_emu_stop.argtypes = [ctypes.c_void_p]
 _lib.uc_context_size.argtypes = [ctypes.c_void_p]
 _lib.uc_context_size.restype = ctypes.c_size_t
-_lib.uc_context_alloc.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-_lib.uc_context_save.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-_lib.uc_context_free.argtypes = [ctypes.c_void_p]
 _lib.uc_strerror.restype = ctypes.c_char_p
 _hook_add = _lib.uc_hook_add          # variadic: argtypes left unset on purpose
 _hook_add.restype = ctypes.c_int
@@ -282,7 +278,8 @@ class CpuModel:
     vendor: bytes = b"GenuineIntel"
     brand: bytes = b"l4emu virtual IA-32 processor"
     signature: int = 0x000006F6          # family 6, model 15, stepping 6
-    # FPU VME? no; DE PSE TSC MSR CX8 APIC PGE CMOV PAT? no; MMX FXSR SSE SSE2
+    # FPU DE PSE TSC MSR CX8 APIC PGE CMOV MMX FXSR SSE SSE2 (no SEP: sysenter is not native
+    # in Unicorn; no PAE: two-level paging only, DESIGN D1)
     features_edx: int = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | \
         (1 << 9) | (1 << 13) | (1 << 15) | (1 << 23) | (1 << 24) | (1 << 25) | (1 << 26)
     features_ecx: int = 0
@@ -312,7 +309,6 @@ class IoDenied:
 @dataclass
 class CpuStats:
     traps: int = 0
-    irqs: int = 0
     io_denied: int = 0
     block_misses: int = 0
     io_hooks: int = 0
@@ -358,6 +354,9 @@ class Cpu:
         #: Called after every port or MMIO write by the guest (the machine checks whether an
         #: interrupt became deliverable).
         self.after_device_write: Optional[Callable[[], None]] = None
+        #: Debugger hook (trace io): called after every guest port or MMIO access with
+        #: (kind, address, size, value), kind "in", "out", "mmio-r" or "mmio-w".
+        self.on_io: Optional[Callable[[str, int, int, int], None]] = None
         self._watch_hook: Optional[int] = None
         self.a20 = True
         self._install_block_hook()
@@ -493,7 +492,10 @@ class Cpu:
         def rd(uc, offset, sz, user, base=base):
             try:
                 dev = bus.find(base + offset)
-                return dev.mmio_read(base + offset, sz) if dev else ALL_ONES.get(sz, 0)
+                v = dev.mmio_read(base + offset, sz) if dev else ALL_ONES.get(sz, 0)
+                if self.on_io is not None:
+                    self.on_io("mmio-r", base + offset, sz, v)
+                return v
             except BaseException as e:
                 self._host_error(e)
                 return 0
@@ -503,6 +505,8 @@ class Cpu:
                 dev = bus.find(base + offset)
                 if dev:
                     dev.mmio_write(base + offset, sz, value)
+                if self.on_io is not None:
+                    self.on_io("mmio-w", base + offset, sz, value)
                 if self.after_device_write is not None:
                     self.after_device_write()
             except BaseException as e:
@@ -789,7 +793,10 @@ class Cpu:
             if self.pending_io_fault or not self.io_allowed(port, size):
                 self._deny_io()
                 return self.env.regs[0] & ALL_ONES[size]
-            return self.ports.read(port, size)
+            v = self.ports.read(port, size)
+            if self.on_io is not None:
+                self.on_io("in", port, size, v)
+            return v
         except BaseException as e:
             self._host_error(e)
             return ALL_ONES.get(size, 0)
@@ -802,6 +809,8 @@ class Cpu:
                 self._deny_io()
                 return
             self.ports.write(port, size, value)
+            if self.on_io is not None:
+                self.on_io("out", port, size, value)
             if self.after_device_write is not None:
                 self.after_device_write()
         except BaseException as e:

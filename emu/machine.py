@@ -202,6 +202,20 @@ class Machine:
         self.ram.write(addr, data)
         self.cpu.code_written()
 
+    def boot_multiboot(self, kernel, modules=(), cmdline: str = ""):
+        """Boot like a PC with a multiboot loader (DESIGN D2): write the firmware tables (with
+        this CPU's signature and features), load the kernel and modules, and set the entry
+        state (EAX=0x2BADB002, EBX=the MBI).  Returns the loader's BootInfo."""
+        from .boot.multiboot import load_multiboot
+        from .devices.firmware import write_firmware
+        model = self.cpu.model
+        write_firmware(self.ram.buf, self.ram.size, cpu_signature=model.signature,
+                       cpu_features=model.features_edx)
+        info = load_multiboot(self.ram.buf, self.ram.size, kernel, list(modules), cmdline)
+        self.cpu.code_written()
+        self.set_entry_state(info.entry, {"eax": info.magic, "ebx": info.mbi_addr})
+        return info
+
     def set_entry_state(self, eip: int, regs: Optional[dict[str, int]] = None,
                         flat_gdt_at: int = 0x500) -> None:
         """Enter like a multiboot loader (DESIGN D2): a loader GDT with flat 32-bit code (0x08)
