@@ -102,10 +102,12 @@ class BlockState(ctypes.Structure):
         ("miss_va", ctypes.c_uint64), ("miss_cr3", ctypes.c_uint64),
         ("miss_size", ctypes.c_uint32), ("watch_hit", ctypes.c_uint32),
         ("table", ctypes.c_void_p), ("mask", ctypes.c_uint64), ("used", ctypes.c_uint64),
+        ("limit", ctypes.c_uint64),
     ]
 
 
-STOP_NONE, STOP_BUDGET, STOP_MISS, STOP_WATCH = 0, 1, 3, 4
+STOP_NONE, STOP_BUDGET, STOP_MISS, STOP_WATCH, STOP_LIMIT = 0, 1, 3, 4, 5
+NO_LIMIT = (1 << 64) - 1
 
 
 def _load_native():
@@ -414,6 +416,7 @@ class Cpu:
         if lib.l4emu_block_reset(self._bh_ptr, 12):
             raise MemoryError("block table")
         st.budget = 0
+        st.limit = NO_LIMIT
         st.cr3 = self.env.addr + OFF_CR + 3 * 8
         st.eflags = self.env.addr + OFF_EFLAGS
         st.hflags = self.env.addr + OFF_HFLAGS

@@ -24,8 +24,8 @@ from unicorn import x86_const as X
 
 from .bus import Device, InterruptPin, IrqBus, MmioBus, PortBus
 from .clock import DEFAULT_IPS, Clock
-from .cpu import (STOP_BUDGET, STOP_MISS, STOP_NONE, STOP_WATCH, GP, VECTOR_NAMES, Cpu,
-                  Shutdown)
+from .cpu import (GP, NO_LIMIT, STOP_BUDGET, STOP_LIMIT, STOP_MISS, STOP_NONE, STOP_WATCH,
+                  VECTOR_NAMES, Cpu, Shutdown)
 from .devices.ata import AtaChannel, AtaDisk
 from .devices.cga import CgaText
 from .devices.debugexit import DebugExit
@@ -356,6 +356,10 @@ class Machine:
             if r.reason is not Stop.STEPPED:
                 return r
             self._leave_counted_mode()
+        # A block that would end past the limit is not run whole: the run stops before it
+        # and finishes it one instruction at a time, so a limited run ends exactly at the
+        # limit and is a prefix of the unlimited run.
+        cpu.bh.limit = NO_LIMIT if limit is None else limit
         try:
             while True:
                 clock.fire_due()
@@ -386,6 +390,7 @@ class Machine:
         except Shutdown:
             return self._finish(Stop.TRIPLE_FAULT, cpu.shutdown or "triple fault")
         finally:
+            cpu.bh.limit = NO_LIMIT
             if until is not None:
                 self.remove_breakpoint(until)
 
@@ -450,6 +455,8 @@ class Machine:
         if stopped == STOP_MISS:
             cpu.learn_block()
             return None
+        if stopped == STOP_LIMIT:
+            return self._step_exact(st.limit - st.total, events=False)
         if stopped == STOP_BUDGET:
             if self._stop_reason is None:
                 cpu.clear_stop()        # a device's stop that the machine did not adopt
@@ -484,20 +491,38 @@ class Machine:
 
     def step(self, n: int = 1) -> RunResult:
         """Execute `n` instructions exactly (interrupts and events are handled in between)."""
-        cpu, clock, st = self.cpu, self.clock, cpu_bh(self)
-        self._counted_mode = True
+        try:
+            r = self._step_exact(n, events=True)
+            return r or self._finish(Stop.STEPPED, f"stepped {n}")
+        except Shutdown:
+            return self._finish(Stop.TRIPLE_FAULT, self.cpu.shutdown or "triple fault")
+
+    def _step_exact(self, n: int, events: bool) -> Optional[RunResult]:
+        """Execute `n` instructions one at a time with Unicorn's exact counter.  With `events`,
+        clock events and interrupts are taken between them (single stepping); without, they
+        run as the rest of one block would, which is how a run ends exactly at a limit.
+        Returns a RunResult when the machine stopped for another reason, else None."""
+        cpu, clock, st = self.cpu, self.clock, self.cpu.bh
+        if not self._counted_mode:
+            # Unicorn's counting hook only sees blocks translated after it exists.
+            cpu.code_written()
+            self._counted_mode = True
+        saved_limit, st.limit = st.limit, NO_LIMIT
         try:
             done = 0
             while done < n:
-                clock.fire_due()
-                if self._stop_reason is not None:
-                    return self._finish(self._stop_reason, self._stop_detail)
-                self._take_interrupt()
-                if self.halted:
-                    r = self._idle(None)
-                    if r is not None:
-                        return r
-                    continue
+                if events:
+                    clock.fire_due()
+                    if self._stop_reason is not None:
+                        return self._finish(self._stop_reason, self._stop_detail)
+                    self._take_interrupt()
+                    if self.halted:
+                        r = self._idle(None)
+                        if r is not None:
+                            return r
+                        continue
+                elif self.halted:
+                    return None
                 before, start, traps = st.total, cpu.eip, cpu.stats.traps
                 err = cpu.run_counted(1)
                 if st.stopped == STOP_MISS:
@@ -517,14 +542,16 @@ class Machine:
                 faulted = cpu.stats.traps != traps and cpu.traps[-1].kind == "fault"
                 st.total = before + (0 if faulted else 1)
                 cpu.forget_last_block()
-                if cpu.block_ended_at_halt() or _just_halted(cpu):
+                if cpu.eip == (start + 1) & 0xFFFFFFFF and _is_hlt(cpu, start):
                     self.halted = True
                 done += 1
                 if self._watch_pending is not None:
                     return self._watch_stop()
-            return self._finish(Stop.STEPPED, f"stepped {n}")
-        except Shutdown:
-            return self._finish(Stop.TRIPLE_FAULT, cpu.shutdown or "triple fault")
+                if not events and self._stop_reason is not None:
+                    return None
+            return None
+        finally:
+            st.limit = saved_limit
 
     def _leave_counted_mode(self) -> None:
         """The first run without a count removes Unicorn's counting hook, which invalidates
@@ -609,13 +636,9 @@ class Machine:
         self.cpu.close()
 
 
-def cpu_bh(m: Machine):
-    return m.cpu.bh
-
-
-def _just_halted(cpu: Cpu) -> bool:
+def _is_hlt(cpu: Cpu, addr: int) -> bool:
     try:
-        return cpu.read_virt(cpu.eip - 1, 1) == b"\xf4" and cpu.cpl == 0
+        return cpu.read_virt(addr, 1) == b"\xf4"
     except Exception:
         return False
 

@@ -28,7 +28,7 @@ struct bh_entry {
     uint32_t icount;
 };
 
-enum { STOP_NONE = 0, STOP_BUDGET = 1, STOP_MISS = 3, STOP_WATCH = 4 };
+enum { STOP_NONE = 0, STOP_BUDGET = 1, STOP_MISS = 3, STOP_WATCH = 4, STOP_LIMIT = 5 };
 
 /* Shared with Python through ctypes (emu/cpu.py mirrors this layout).  The fields the
  * callback touches on every block come first, in one cache line. */
@@ -53,6 +53,8 @@ struct bh_state {
     struct bh_entry *table;
     uint64_t mask;         /* table size - 1 (a power of two) */
     uint64_t used;
+    uint64_t limit;        /* never run a block that would end past this count: the run stops
+                              before it (STOP_LIMIT) and the host finishes it exactly */
 };
 
 #define EFLAGS_IF 0x200
@@ -77,6 +79,8 @@ void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
     uint64_t cr3 = *s->cr3;
     if (va == s->last_va && size == s->last_size && cr3 == s->last_cr3) {
         /* The block that ran last again: a loop, the common case. */
+        if (s->total + s->last_icount > s->limit)
+            goto limit;
         s->total += s->last_icount;
         return;
     }
@@ -84,6 +88,8 @@ void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
     for (;;) {
         struct bh_entry *e = &s->table[i];
         if (e->size == size && e->va == va && e->cr3 == cr3) {
+            if (s->total + e->icount > s->limit)
+                goto limit;
             s->total += e->icount;
             s->last_va = va;
             s->last_cr3 = cr3;
@@ -99,6 +105,10 @@ void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
     s->miss_va = va;
     s->miss_cr3 = cr3;
     s->miss_size = size;
+    s->emu_stop(uc);
+    return;
+limit:
+    s->stopped = STOP_LIMIT;
     s->emu_stop(uc);
 }
 

@@ -169,3 +169,16 @@ def test_snapshot_restore_replays_identically():
     assert end1.reason is end2.reason is Stop.EXIT
     assert end1.insns == end2.insns and end1.exit_status == end2.exit_status
     assert out1 == out2 and len(out1) > 0
+
+
+def test_instruction_limit_is_exact_and_a_prefix_of_the_full_run():
+    """run(max_insns=N) stops after exactly N instructions, in the same state as N single
+    steps: a limited run is a prefix of the unlimited one (what replay stands on)."""
+    for n in (1, 12, 13, 14, 20, 33):
+        a, _ = build()
+        r = a.run(max_insns=n)
+        assert r.reason is Stop.MAX_INSNS and r.insns == n
+        b, _ = build()
+        b.step(n)
+        assert a.cpu.registers() == b.cpu.registers()
+        assert a.run().insns == reference_count()
