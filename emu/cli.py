@@ -2,6 +2,8 @@
 
     l4emu boot KERNEL|IMAGE.toml [--module FILE[:CMDLINE]]... [--cmdline S] [-m MIB]
                [--max-insns N] [--disk FILE[,ro]]... [--rtc now|ISO-DATE] [--stats]
+    l4emu boot ... --gdb [HOST:]PORT [--wait]     (serve gdb; see docs/debugging.md)
+    l4emu debug KERNEL|IMAGE.toml [boot options] [--commands FILE] [--l4-layout FILE]
     l4emu build IMAGE.toml [--force]
     l4emu --version
 
@@ -74,6 +76,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     b = sub.add_parser("boot", help="boot a multiboot kernel or an image manifest")
+    _boot_options(b)
+    b.add_argument("--stats", action="store_true",
+                   help="print instruction and trap counts to stderr at the end")
+    b.add_argument("--gdb", default=None, metavar="[HOST:]PORT",
+                   help="serve the GDB remote protocol on this port (loopback unless a host "
+                        "is given)")
+    b.add_argument("--wait", action="store_true",
+                   help="with --gdb: stay stopped before the first instruction until gdb "
+                        "attaches")
+
+    d = sub.add_parser("debug", help="boot stopped in the debugger shell")
+    _boot_options(d)
+    d.add_argument("--commands", default=None, metavar="FILE",
+                   help="run the debugger commands in FILE first")
+    d.add_argument("--l4-layout", default=None, metavar="FILE",
+                   help="the L4 kernel's data layout for info threads/tasks (TOML)")
+
+    bl = sub.add_parser("build", help="build an image manifest's parts (cached)")
+    bl.add_argument("image", help="images/*.toml")
+    bl.add_argument("--force", action="store_true", help="rebuild even if cached")
+    return p
+
+
+def _boot_options(b: argparse.ArgumentParser) -> None:
+    """The options `boot` and `debug` share: what to boot and the machine to boot it on."""
     b.add_argument("target", help="a multiboot kernel (ELF or a.out kludge) or images/*.toml")
     b.add_argument("--module", action="append", type=_module_arg, default=[],
                    metavar="FILE[:CMDLINE]", help="a multiboot module (repeatable)")
@@ -87,13 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rtc", type=_rtc_arg, default=None, metavar="now|DATE",
                    help="start the guest's clock at the host time or a date "
                         "(default: a fixed date, for determinism)")
-    b.add_argument("--stats", action="store_true",
-                   help="print instruction and trap counts to stderr at the end")
-
-    bl = sub.add_parser("build", help="build an image manifest's parts (cached)")
-    bl.add_argument("image", help="images/*.toml")
-    bl.add_argument("--force", action="store_true", help="rebuild even if cached")
-    return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -103,6 +123,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_boot(args)
         if args.command == "build":
             return cmd_build(args)
+        if args.command == "debug":
+            from .debug.shell import cmd_debug
+            return cmd_debug(args)
         build_parser().print_help()
         return EXIT_BAD_INPUT
     except UserError as e:
@@ -127,10 +150,53 @@ def cmd_build(args) -> int:
 
 
 def cmd_boot(args) -> int:
-    from .boot.multiboot import load_multiboot
+    from .machine import Stop
+
+    out = sys.stdout.buffer
+
+    def serial_out(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    m, _kernel, _modules = prepare_machine(args, serial_out)
+    if not sys.stdin.isatty():
+        data = _read_stdin()
+        if data:
+            m.serial.feed(data)
+
+    if args.gdb is not None:
+        from .debug.gdbstub import serve_boot
+        try:
+            r = serve_boot(m, args.gdb, args.wait, args.max_insns,
+                           log=lambda s: print(s, file=sys.stderr, flush=True))
+        except (ValueError, OSError) as e:
+            raise UserError(str(e)) from None
+    else:
+        r = _run_plain(m, args.max_insns)
+    out.flush()
+    if args.stats:
+        _print_stats(m, r)
+    if r.reason is Stop.EXIT:
+        return r.exit_status & 0xFF
+    status, what = {
+        Stop.MAX_INSNS: (EXIT_LIMIT, "reached the instruction limit"),
+        Stop.HALTED: (EXIT_HALTED, "stopped making progress"),
+        Stop.TRIPLE_FAULT: (EXIT_CRASH, "triple-faulted"),
+        Stop.ENGINE_ERROR: (EXIT_CRASH, "crashed"),
+        Stop.RESET: (EXIT_CRASH, "asked for a system reset"),
+        Stop.REQUESTED: (EXIT_INTERRUPTED, "was interrupted"),
+        Stop.HOST_ERROR: (EXIT_HOST, "hit a bug in l4emu"),
+    }.get(r.reason, (EXIT_CRASH, f"stopped ({r.reason.value})"))
+    print(f"l4emu: the guest {what} after {r.insns} instructions: {r.detail}.\n"
+          f"{m.report()}", file=sys.stderr)
+    return status
+
+
+def prepare_machine(args, serial_out):
+    """The machine `boot` and `debug` run: devices, firmware tables, the kernel and modules
+    loaded, registers as a multiboot loader leaves them.  Returns (machine, kernel, modules)."""
     from .devices.ata import AtaDisk
-    from .devices.firmware import write_firmware
-    from .machine import Machine, Stop
+    from .machine import Machine
 
     kernel: Path = Path(args.target)
     modules = list(args.module)
@@ -152,28 +218,18 @@ def cmd_boot(args) -> int:
         if d.warning:
             print(f"l4emu: warning: {d.warning}", file=sys.stderr)
     disks += [None] * (2 - len(disks))
-
-    out = sys.stdout.buffer
-
-    def serial_out(data: bytes) -> None:
-        out.write(data)
-        out.flush()
-
     m = Machine(ram_mib=ram_mib or 256, serial_out=serial_out, disks=tuple(disks),
                 rtc_start=args.rtc)
-    write_firmware(m.ram.buf, m.ram.size)
-    info = load_multiboot(m.ram.buf, m.ram.size, kernel, modules, cmdline or "")
-    m.cpu.code_written()
-    m.set_entry_state(info.entry, {"eax": info.magic, "ebx": info.mbi_addr})
-    if not sys.stdin.isatty():
-        data = _read_stdin()
-        if data:
-            m.serial.feed(data)
+    m.boot_multiboot(kernel, modules, cmdline or "")
+    return m, kernel, modules
 
+
+def _run_plain(m, max_insns):
+    from .machine import Stop
     previous = signal.signal(signal.SIGINT, lambda *_: m.request_stop(Stop.REQUESTED,
                                                                       "interrupted"))
     try:
-        limit = args.max_insns
+        limit = max_insns
         while True:
             r = m.run(max_insns=None if limit is None else limit - m.clock.now)
             if r.reason is not Stop.KDEBUG:
@@ -183,23 +239,7 @@ def cmd_boot(args) -> int:
                   file=sys.stderr)
     finally:
         signal.signal(signal.SIGINT, previous)
-    out.flush()
-    if args.stats:
-        _print_stats(m, r)
-    if r.reason is Stop.EXIT:
-        return r.exit_status & 0xFF
-    status, what = {
-        Stop.MAX_INSNS: (EXIT_LIMIT, "reached the instruction limit"),
-        Stop.HALTED: (EXIT_HALTED, "stopped making progress"),
-        Stop.TRIPLE_FAULT: (EXIT_CRASH, "triple-faulted"),
-        Stop.ENGINE_ERROR: (EXIT_CRASH, "crashed"),
-        Stop.RESET: (EXIT_CRASH, "asked for a system reset"),
-        Stop.REQUESTED: (EXIT_INTERRUPTED, "was interrupted"),
-        Stop.HOST_ERROR: (EXIT_HOST, "hit a bug in l4emu"),
-    }.get(r.reason, (EXIT_CRASH, f"stopped ({r.reason.value})"))
-    print(f"l4emu: the guest {what} after {r.insns} instructions: {r.detail}.\n"
-          f"{m.report()}", file=sys.stderr)
-    return status
+    return r
 
 
 def _read_stdin() -> bytes:

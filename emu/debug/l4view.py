@@ -1,0 +1,419 @@
+"""L4-aware views: the kernel's threads, tasks and address spaces, read from guest memory through
+the kernel's symbols and a layout description (DESIGN D10).
+
+The debugger knows nothing of the kernel's code.  What it knows is a *layout*: which symbols
+locate the kernel's data and where each field sits in a thread control block (TCB).  The layout
+is TOML, in the same shape as `DEFAULT_LAYOUT` below; the shell takes it from `--l4-layout FILE`,
+else `l4view.toml` beside the kernel ELF, else `kernel/l4view.toml` in the source tree, else the
+default.  The kernel owns its layout file and keeps it true when its structures change; a field
+the layout does not name is simply not shown.
+
+    [symbols]
+    tcbs = "l4_tcbs"          # first TCB of the TCB array (required: without it, no L4 views)
+    count = 256               # number of TCB slots: a number, or a symbol holding a dword count
+    current = "l4_current"    # a dword holding the address of the running thread's TCB
+
+    [tcb]
+    stride = 0x800            # bytes from one TCB slot to the next
+    fields.id = { offset = 0x00, type = "tid" }           # types: u8 u16 u32 tid ptr pd
+    fields.state = { offset = 0x04, type = "u32", enum = "state" }
+    ...
+
+    [enum.state]              # value -> name; a slot whose state is "free" is not a thread
+    0 = "free"
+
+    [tid]                     # thread-ID bit fields (L4 V2 x86 low dword by default)
+    lthread = [10, 7]         # shift, bits
+    task = [17, 11]
+
+Field roles the views understand: `id`, `state`, `prio`, `timeslice`, `partner` (the thread
+this one sends to or receives from), `timeout` (when its IPC times out), `pager`, `space`
+(the physical page directory), `send_queue` (first TCB waiting to send to this one), `queue_next`
+(next TCB in that queue), `chief`, `eip`, `esp`.  Everything else in `fields` is shown by
+`info tcb` as a plain value.
+
+TCBs are read through the current page tables (the kernel is mapped in every space); a slot
+whose page is not mapped is skipped, as L4 kernels map TCB pages lazily.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from ..memory import BadPhysical, PageFault
+from .symbols import SymbolTable
+from .views import mappings
+
+DEFAULT_LAYOUT = """
+[symbols]
+tcbs = "l4_tcbs"
+count = "l4_tcb_count"
+current = "l4_current"
+
+[tcb]
+stride = 0x800
+
+[tcb.fields]
+id = { offset = 0x00, type = "tid" }
+state = { offset = 0x04, type = "u32", enum = "state" }
+prio = { offset = 0x08, type = "u8" }
+timeslice = { offset = 0x0c, type = "u32" }
+partner = { offset = 0x10, type = "tid" }
+timeout = { offset = 0x14, type = "u32" }
+pager = { offset = 0x18, type = "tid" }
+space = { offset = 0x1c, type = "pd" }
+send_queue = { offset = 0x20, type = "ptr" }
+queue_next = { offset = 0x24, type = "ptr" }
+esp = { offset = 0x28, type = "u32" }
+
+[enum.state]
+0 = "free"
+1 = "running"
+2 = "ready"
+3 = "sending"
+4 = "receiving"
+5 = "waiting"
+6 = "inactive"
+7 = "dead"
+
+[tid]
+lthread = [10, 7]
+task = [17, 11]
+"""
+
+_SIZES = {"u8": 1, "u16": 2, "u32": 4, "tid": 4, "ptr": 4, "pd": 4}
+NO_KERNEL = "no L4 kernel symbols in this image"
+
+
+class LayoutError(Exception):
+    """The layout file is malformed (one line)."""
+
+
+@dataclass
+class Field:
+    name: str
+    offset: int
+    type: str = "u32"
+    enum: Optional[str] = None
+
+
+@dataclass
+class Layout:
+    symbols: dict[str, Any]
+    stride: int
+    fields: dict[str, Field]
+    enums: dict[str, dict[int, str]]
+    lthread: tuple[int, int] = (10, 7)
+    task: tuple[int, int] = (17, 11)
+    source: str = "built-in default"
+
+    @property
+    def size(self) -> int:
+        return max((f.offset + _SIZES[f.type] for f in self.fields.values()), default=0)
+
+
+def parse_layout(text: str, source: str = "built-in default") -> Layout:
+    try:
+        d = tomllib.loads(text)
+        syms = dict(d.get("symbols", {}))
+        if "tcbs" not in syms:
+            raise LayoutError(f"{source}: [symbols] needs 'tcbs'")
+        tcb = d.get("tcb", {})
+        fields = {}
+        for name, spec in tcb.get("fields", {}).items():
+            t = spec.get("type", "u32")
+            if t not in _SIZES:
+                raise LayoutError(f"{source}: field '{name}' has unknown type '{t}'")
+            fields[name] = Field(name, int(spec["offset"]), t, spec.get("enum"))
+        enums = {n: {int(k): str(v) for k, v in e.items()} for n, e in d.get("enum", {}).items()}
+        tid = d.get("tid", {})
+        return Layout(syms, int(tcb.get("stride", 0x800)), fields, enums,
+                      tuple(tid.get("lthread", (10, 7))), tuple(tid.get("task", (17, 11))),
+                      source)
+    except LayoutError:
+        raise
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
+        raise LayoutError(f"{source}: bad L4 layout ({e})") from None
+
+
+def find_layout(explicit: Optional[str], kernel: Optional[str]) -> Layout:
+    """The layout to use: the explicit file, one beside the kernel, the source tree's, or the
+    default."""
+    candidates = []
+    if explicit:
+        p = Path(explicit)
+        if not p.is_file():
+            raise LayoutError(f"{p}: no such layout file")
+        candidates.append(p)
+    if kernel:
+        candidates.append(Path(kernel).with_name("l4view.toml"))
+    candidates.append(Path(__file__).resolve().parents[2] / "kernel" / "l4view.toml")
+    for p in candidates:
+        if p.is_file():
+            return parse_layout(p.read_text(), str(p))
+    return parse_layout(DEFAULT_LAYOUT)
+
+
+@dataclass
+class Thread:
+    slot: int
+    addr: int
+    values: dict[str, int] = field(default_factory=dict)
+
+
+class L4View:
+    """Reads the kernel's data through `symbols` and `layout` from machine `m`."""
+
+    def __init__(self, m, symbols: SymbolTable, layout: Optional[Layout] = None) -> None:
+        self.m = m
+        self.symbols = symbols
+        self.layout = layout or parse_layout(DEFAULT_LAYOUT)
+
+    # -- availability and basic reads ----------------------------------------------------------
+    def _sym(self, role: str) -> Optional[int]:
+        name = self.layout.symbols.get(role)
+        if not isinstance(name, str) or self.symbols.kernel is None:
+            return None
+        return self.symbols.kernel.by_name.get(name)
+
+    @property
+    def available(self) -> bool:
+        return self._sym("tcbs") is not None
+
+    def missing(self) -> str:
+        return (f"{NO_KERNEL} (the layout ({self.layout.source}) locates TCBs at symbol "
+                f"'{self.layout.symbols.get('tcbs')}'; see docs/debugging.md)")
+
+    def _read(self, va: int, n: int) -> int:
+        return int.from_bytes(self.m.cpu.read_virt(va, n), "little")
+
+    def count(self) -> int:
+        c = self.layout.symbols.get("count", 0)
+        if isinstance(c, int):
+            return c
+        a = self._sym("count")
+        if a is None:
+            return 0
+        try:
+            return min(self._read(a, 4), 1 << 16)
+        except (PageFault, BadPhysical):
+            return 0
+
+    def current_tcb(self) -> Optional[int]:
+        a = self._sym("current")
+        if a is None:
+            return None
+        try:
+            return self._read(a, 4)
+        except (PageFault, BadPhysical):
+            return None
+
+    def read_tcb(self, slot: int, addr: int) -> Optional[Thread]:
+        t = Thread(slot, addr)
+        try:
+            for f in self.layout.fields.values():
+                t.values[f.name] = self._read(addr + f.offset, _SIZES[f.type])
+        except (PageFault, BadPhysical):
+            return None
+        return t
+
+    def threads(self, include_free: bool = False) -> list[Thread]:
+        base = self._sym("tcbs")
+        if base is None:
+            return []
+        out = []
+        for slot in range(self.count()):
+            t = self.read_tcb(slot, base + slot * self.layout.stride)
+            if t is None:
+                continue
+            if not include_free and self.state_name(t) == "free":
+                continue
+            out.append(t)
+        return out
+
+    # -- formatting ----------------------------------------------------------------------------
+    def tid(self, v: int) -> str:
+        if v == 0:
+            return "nil"
+        if v == 0xFFFFFFFF:
+            return "invalid"
+        (ls, lb), (ts, tb) = self.layout.lthread, self.layout.task
+        return f"{(v >> ts) & ((1 << tb) - 1):x}.{(v >> ls) & ((1 << lb) - 1):x}"
+
+    def task_of(self, v: int) -> int:
+        ts, tb = self.layout.task
+        return (v >> ts) & ((1 << tb) - 1)
+
+    def state_name(self, t: Thread) -> str:
+        f = self.layout.fields.get("state")
+        if f is None:
+            return "?"
+        v = t.values["state"]
+        return self.layout.enums.get(f.enum or "", {}).get(v, str(v))
+
+    def value(self, t: Thread, name: str) -> str:
+        f = self.layout.fields[name]
+        v = t.values[name]
+        if f.type == "tid":
+            return self.tid(v)
+        if f.enum:
+            return self.layout.enums.get(f.enum, {}).get(v, str(v))
+        if f.type in ("ptr", "pd"):
+            if f.type == "ptr" and v:
+                other = self.by_addr(v)
+                if other is not None and "id" in other.values:
+                    return f"{v:#010x} ({self.tid(other.values['id'])})"
+            return f"{v:#010x}"
+        return str(v) if v < 0x10000 else f"{v:#x}"      # counts in decimal, addresses in hex
+
+    def by_addr(self, addr: int) -> Optional[Thread]:
+        base = self._sym("tcbs")
+        if base is None or addr < base:
+            return None
+        slot, off = divmod(addr - base, self.layout.stride)
+        if off or slot >= self.count():
+            return None
+        return self.read_tcb(slot, addr)
+
+    def find(self, spec: int) -> Optional[Thread]:
+        """A thread by its ID value (or by task.lthread packed the same way)."""
+        for t in self.threads():
+            if t.values.get("id") == spec:
+                return t
+        ls, _ = self.layout.lthread
+        ts, _ = self.layout.task
+        for t in self.threads():
+            v = t.values.get("id", 0)
+            if self.task_of(v) == self.task_of(spec) and \
+                    (v >> ls) & 0x7F == (spec >> ls) & 0x7F:
+                return t
+        return None
+
+    def parse_id(self, text: str, evaluate) -> int:
+        """"T.L" (hex task.lthread) or an expression giving the raw ID."""
+        if "." in text and all(p and all(c in "0123456789abcdefABCDEF" for c in p)
+                               for p in text.split(".", 1)):
+            task, lth = (int(p, 16) for p in text.split(".", 1))
+            return (task << self.layout.task[0]) | (lth << self.layout.lthread[0])
+        return evaluate(text)
+
+    # -- the views -----------------------------------------------------------------------------
+    def info_threads(self) -> list[str]:
+        if not self.available:
+            return [self.missing()]
+        threads = self.threads()
+        cur = self.current_tcb()
+        cols = [c for c in ("state", "prio", "timeslice", "partner", "timeout", "pager")
+                if c in self.layout.fields]
+        out = ["  " + f"{'thread':10}" + "".join(f"{c:>11}" for c in cols) + "  tcb"]
+        for t in threads:
+            mark = "*" if t.addr == cur else " "
+            tid = self.tid(t.values["id"]) if "id" in t.values else f"#{t.slot}"
+            row = "".join(f"{self.value(t, c):>11}" for c in cols)
+            out.append(f"{mark} {tid:10}{row}  {t.addr:#010x}")
+        if not threads:
+            out.append("  (no threads)")
+        return out
+
+    def info_tasks(self) -> list[str]:
+        if not self.available:
+            return [self.missing()]
+        tasks: dict[int, list[Thread]] = {}
+        for t in self.threads():
+            tasks.setdefault(self.task_of(t.values.get("id", 0)), []).append(t)
+        out = ["task   threads  space (page directory)  states"]
+        for task in sorted(tasks):
+            ts = tasks[task]
+            space = ts[0].values.get("space")
+            states = ", ".join(f"{self.tid(t.values.get('id', 0))} {self.state_name(t)}"
+                               for t in ts)
+            sp = f"{space:#010x}" if space is not None else "?"
+            out.append(f"{task:<6x} {len(ts):<8} {sp:<23} {states}")
+        if not tasks:
+            out.append("(no tasks)")
+        return out
+
+    def info_tcb(self, spec: int) -> list[str]:
+        if not self.available:
+            return [self.missing()]
+        t = self.find(spec)
+        if t is None:
+            return [f"no thread {self.tid(spec)} ({spec:#x})"]
+        out = [f"thread {self.tid(t.values.get('id', 0))}: tcb at {t.addr:#010x} "
+               f"(slot {t.slot}), state {self.state_name(t)}"]
+        for name in self.layout.fields:
+            out.append(f"  {name:12} {self.value(t, name)}")
+        out.extend(self._wait_detail(t))
+        return out
+
+    def _wait_detail(self, t: Thread) -> list[str]:
+        out = []
+        state = self.state_name(t)
+        if "partner" in t.values and state in ("sending", "receiving", "waiting"):
+            verb = "sends to" if state == "sending" else "waits for"
+            out.append(f"  {verb} {self.tid(t.values['partner'])}" +
+                       (f", timeout {self.value(t, 'timeout')}" if "timeout" in t.values else ""))
+        if "send_queue" in t.values:
+            queue, seen = [], set()
+            p = t.values["send_queue"]
+            while p and p not in seen and len(queue) < 64:
+                seen.add(p)
+                q = self.by_addr(p)
+                if q is None:
+                    queue.append(f"{p:#010x}?")
+                    break
+                queue.append(self.tid(q.values.get("id", 0)))
+                p = q.values.get("queue_next", 0)
+            out.append("  senders waiting: " + (", ".join(queue) if queue else "none"))
+        if "pager" in t.values:
+            chain, seen = [], set()
+            cur = t
+            while cur is not None and "pager" in cur.values and len(chain) < 16:
+                pg = cur.values["pager"]
+                if pg in (0, 0xFFFFFFFF) or pg in seen:
+                    break
+                seen.add(pg)
+                chain.append(self.tid(pg))
+                cur = self.find(pg)
+            out.append("  pager chain: " + (" -> ".join(chain) if chain else "none"))
+        return out
+
+    def _task_space(self, task: int) -> Optional[int]:
+        for t in self.threads():
+            if self.task_of(t.values.get("id", 0)) == task and "space" in t.values:
+                return t.values["space"]
+        return None
+
+    def info_space(self, spec: int) -> list[str]:
+        if not self.available:
+            return [self.missing()]
+        task = self.task_of(spec) if spec >> self.layout.task[0] else spec
+        pd = self._task_space(task)
+        if pd is None:
+            return [f"no task {task:x} (or its TCBs have no 'space' field)"]
+        threads = [self.tid(t.values.get("id", 0)) for t in self.threads()
+                   if self.task_of(t.values.get("id", 0)) == task]
+        from .views import mapping_ranges
+        runs = mapping_ranges(self.m, pd)
+        user = sum(size for _, size, _, r in runs if r.startswith("U"))
+        kern = sum(size for _, size, _, r in runs if r.startswith("S"))
+        return [f"task {task:x}: page directory {pd:#010x}, threads {', '.join(threads)}",
+                f"  user mappings: {user >> 10} KiB in "
+                f"{sum(1 for r in runs if r[3].startswith('U'))} runs; "
+                f"kernel mappings: {kern >> 10} KiB"]
+
+    def info_mappings(self, spec: int) -> list[str]:
+        if not self.available:
+            return [self.missing()]
+        task = self.task_of(spec) if spec >> self.layout.task[0] else spec
+        pd = self._task_space(task)
+        if pd is None:
+            return [f"no task {task:x} (or its TCBs have no 'space' field)"]
+        return [f"task {task:x}:"] + mappings(self.m, pd)
