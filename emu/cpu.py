@@ -102,7 +102,7 @@ class BlockState(ctypes.Structure):
         ("miss_va", ctypes.c_uint64), ("miss_cr3", ctypes.c_uint64),
         ("miss_size", ctypes.c_uint32), ("watch_hit", ctypes.c_uint32),
         ("table", ctypes.c_void_p), ("mask", ctypes.c_uint64), ("used", ctypes.c_uint64),
-        ("limit", ctypes.c_uint64),
+        ("limit", ctypes.c_uint64), ("cut_icount", ctypes.c_uint32), ("pad3", ctypes.c_uint32),
     ]
 
 
@@ -654,8 +654,9 @@ class Cpu:
             self._boundaries[key] = b
         return b
 
-    def retire_partial(self, eip: int) -> None:
-        """The last counted block stopped before its end, at `eip`: un-count what did not run.
+    def retire_partial(self, eip: int) -> int:
+        """The last counted block stopped before its end, at `eip`: un-count what did not run,
+        and return how many of its instructions are left (0 when `eip` is not inside it).
 
         Faults leave EIP on the faulting instruction (not retired); traps and `int n` leave it
         after the instruction (retired), so in both cases the instructions before EIP retired.
@@ -663,13 +664,19 @@ class Cpu:
         st = self.bh
         va, size, icount = st.last_va, st.last_size, st.last_icount
         if not size:
-            return
+            return 0
         st.last_size = 0
         if not va <= eip < va + size:
-            return
+            return 0
         b = self._block_boundaries(va, size, self.env.cr[3])
-        done = sum(1 for a in b if a < eip)
-        st.total -= icount - min(done, icount)
+        done = min(sum(1 for a in b if a < eip), icount)
+        st.total -= icount - done
+        return icount - done
+
+    def block_icount_at(self, va: int) -> int:
+        """Instructions in the block a run would start at `va` (Unicorn's own translation)."""
+        pc, icount, size = self.uc.ctl_request_cache(va)
+        return icount
 
     def exact_total(self) -> int:
         """Instructions retired before the current instruction, for hooks where EIP is exact

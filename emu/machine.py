@@ -119,6 +119,7 @@ class Snapshot:
     halted: bool
     exit_status: Optional[int]
     a20: bool
+    partial: int = 0
 
 
 @dataclass
@@ -160,6 +161,11 @@ class Machine:
         self._bp_cb = None
         self._counted_mode = False
         self._exit_at: Optional[int] = None
+        #: Instructions left in a block that a stop cut short (a limit, a breakpoint, a
+        #: single step).  They run before any interrupt or event is taken, so that stopping
+        #: anywhere never changes where interrupts land: the same run cut into pieces is
+        #: the same run.
+        self._partial = 0
         self.watchpoints: list[Watchpoint] = []
         self.last_watch: Optional[WatchHit] = None
         self._watch_pending: Optional[tuple] = None
@@ -233,6 +239,8 @@ class Machine:
         for name, value in (regs or {}).items():
             uc.reg_write(getattr(X, "UC_X86_REG_" + name.upper()), value)
         uc.reg_write(X.UC_X86_REG_EIP, eip)
+        self._partial = 0
+        self.halted = False
 
     # -- stopping --------------------------------------------------------------------------------
     def _kdebug_enter(self, code: int) -> None:
@@ -350,18 +358,30 @@ class Machine:
         self._stop_reason = None
         cpu.clear_stop()
         cpu.io_frozen = False
+        resuming = True
         if self.breakpoints and cpu.eip in self.breakpoints:
             # Resuming from a breakpoint: execute the instruction under it first.
             r = self.step(1)
             if r.reason is not Stop.STEPPED:
                 return r
             self._leave_counted_mode()
+            resuming = False
         # A block that would end past the limit is not run whole: the run stops before it
         # and finishes it one instruction at a time, so a limited run ends exactly at the
         # limit and is a prefix of the unlimited run.
         cpu.bh.limit = NO_LIMIT if limit is None else limit
         try:
             while True:
+                if self._partial:
+                    n = self._partial if limit is None else min(self._partial, limit - clock.now)
+                    if n > 0:
+                        r = self._step_exact(n, events=False, breakpoints=True,
+                                             resuming=resuming)
+                        if r is not None:
+                            return r
+                        self._leave_counted_mode()
+                        resuming = False
+                        continue
                 clock.fire_due()
                 if self._stop_reason is not None:
                     return self._finish(self._stop_reason, self._stop_detail)
@@ -443,7 +463,7 @@ class Machine:
             return self._watch_stop()
         if self._bp_hit is not None:
             addr, self._bp_hit = self._bp_hit, None
-            cpu.retire_partial(addr)
+            self._partial = cpu.retire_partial(addr)
             bp = self.breakpoints.get(addr)
             if bp is not None:
                 bp.hits += 1
@@ -456,6 +476,7 @@ class Machine:
             cpu.learn_block()
             return None
         if stopped == STOP_LIMIT:
+            self._partial = st.cut_icount
             return self._step_exact(st.limit - st.total, events=False)
         if stopped == STOP_BUDGET:
             if self._stop_reason is None:
@@ -473,7 +494,8 @@ class Machine:
         wp, kind, addr, size, value = self._watch_pending
         self._watch_pending = None
         cpu.bh.watch_hit = 0
-        cpu.retire_partial(cpu.eip)
+        if not self._counted_mode:
+            self._partial = cpu.retire_partial(cpu.eip)
         wp.hits += 1
         self.last_watch = WatchHit(wp, kind, addr, size, value, cpu.eip)
         what = "read" if kind == "r" else f"write of {value:#x}"
@@ -497,21 +519,31 @@ class Machine:
         except Shutdown:
             return self._finish(Stop.TRIPLE_FAULT, self.cpu.shutdown or "triple fault")
 
-    def _step_exact(self, n: int, events: bool) -> Optional[RunResult]:
+    def _step_exact(self, n: int, events: bool, breakpoints: bool = False,
+                    resuming: bool = False) -> Optional[RunResult]:
         """Execute `n` instructions one at a time with Unicorn's exact counter.  With `events`,
         clock events and interrupts are taken between them (single stepping); without, they
         run as the rest of one block would, which is how a run ends exactly at a limit.
-        Returns a RunResult when the machine stopped for another reason, else None."""
+        With `breakpoints`, an instruction at a breakpoint address stops the run before it
+        (except the first one when `resuming`: the run starts there).  Returns a RunResult when the machine stopped for
+        another reason, else None."""
         cpu, clock, st = self.cpu, self.clock, self.cpu.bh
         if not self._counted_mode:
-            # Unicorn's counting hook only sees blocks translated after it exists.
+            # Unicorn's counting hook only sees blocks translated after it exists: drop every
+            # translation, and create the hook with a counted run that stops before its first
+            # block, so that blocks translated from here on (even by `_block_icount`) have it.
             cpu.code_written()
             self._counted_mode = True
+            cpu.request_stop()
+            cpu.run_counted(1)
+            cpu.clear_stop()
         saved_limit, st.limit = st.limit, NO_LIMIT
         try:
             done = 0
             while done < n:
-                if events:
+                if events and not self._partial:
+                    # At a block boundary of a normal run: events and interrupts happen here,
+                    # and only here, exactly as they would without stepping.
                     clock.fire_due()
                     if self._stop_reason is not None:
                         return self._finish(self._stop_reason, self._stop_detail)
@@ -521,8 +553,14 @@ class Machine:
                         if r is not None:
                             return r
                         continue
+                    self._partial = self._block_icount(cpu.eip)
                 elif self.halted:
+                    self._partial = 0
                     return None
+                if breakpoints and (done or not resuming) and cpu.eip in self.breakpoints:
+                    bp = self.breakpoints[cpu.eip]
+                    bp.hits += 1
+                    return self._finish(Stop.BREAKPOINT, f"breakpoint at {cpu.eip:#010x}")
                 before, start, traps = st.total, cpu.eip, cpu.stats.traps
                 err = cpu.run_counted(1)
                 if st.stopped == STOP_MISS:
@@ -537,13 +575,18 @@ class Machine:
                 if cpu.pending_io_fault is not None:
                     st.total = before
                     self._after_run(0)
+                    self._partial = 0
                     done += 1
                     continue
-                faulted = cpu.stats.traps != traps and cpu.traps[-1].kind == "fault"
+                trapped = cpu.stats.traps != traps
+                faulted = trapped and cpu.traps[-1].kind == "fault"
                 st.total = before + (0 if faulted else 1)
                 cpu.forget_last_block()
+                # A trap leaves the block for the handler's: a boundary, as in a normal run.
+                self._partial = 0 if trapped else max(self._partial - 1, 0)
                 if cpu.eip == (start + 1) & 0xFFFFFFFF and _is_hlt(cpu, start):
                     self.halted = True
+                    self._partial = 0
                 done += 1
                 if self._watch_pending is not None:
                     return self._watch_stop()
@@ -552,6 +595,13 @@ class Machine:
             return None
         finally:
             st.limit = saved_limit
+
+    def _block_icount(self, eip: int) -> int:
+        """Instructions in the block a normal run would execute from `eip`."""
+        try:
+            return self.cpu.block_icount_at(eip)
+        except unicorn.UcError:
+            return 1            # not even its first instruction can be fetched: it faults
 
     def _leave_counted_mode(self) -> None:
         """The first run without a count removes Unicorn's counting hook, which invalidates
@@ -584,6 +634,7 @@ class Machine:
             halted=self.halted,
             exit_status=self.exit_status,
             a20=cpu.a20,
+            partial=self._partial,
         )
 
     def load_state(self, snap: "Snapshot") -> None:
@@ -606,6 +657,7 @@ class Machine:
         self.intr.sources[:] = snap.pin_sources
         self.halted = snap.halted
         self.exit_status = snap.exit_status
+        self._partial = snap.partial
         cpu.shutdown = None
         cpu.pending_io_fault = None
         cpu.io_frozen = False

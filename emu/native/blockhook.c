@@ -55,6 +55,8 @@ struct bh_state {
     uint64_t used;
     uint64_t limit;        /* never run a block that would end past this count: the run stops
                               before it (STOP_LIMIT) and the host finishes it exactly */
+    uint32_t cut_icount;   /* STOP_LIMIT: the instruction count of the block not started */
+    uint32_t pad3;
 };
 
 #define EFLAGS_IF 0x200
@@ -79,8 +81,10 @@ void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
     uint64_t cr3 = *s->cr3;
     if (va == s->last_va && size == s->last_size && cr3 == s->last_cr3) {
         /* The block that ran last again: a loop, the common case. */
-        if (s->total + s->last_icount > s->limit)
+        if (s->total + s->last_icount > s->limit) {
+            s->cut_icount = s->last_icount;
             goto limit;
+        }
         s->total += s->last_icount;
         return;
     }
@@ -88,8 +92,10 @@ void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
     for (;;) {
         struct bh_entry *e = &s->table[i];
         if (e->size == size && e->va == va && e->cr3 == cr3) {
-            if (s->total + e->icount > s->limit)
+            if (s->total + e->icount > s->limit) {
+                s->cut_icount = e->icount;
                 goto limit;
+            }
             s->total += e->icount;
             s->last_va = va;
             s->last_cr3 = cr3;

@@ -182,3 +182,68 @@ def test_instruction_limit_is_exact_and_a_prefix_of_the_full_run():
         b.step(n)
         assert a.cpu.registers() == b.cpu.registers()
         assert a.run().insns == reference_count()
+
+
+def _ticking_guest():
+    """A 1 kHz PIT interrupt (its handler logs the TSC it sees) over a compute loop."""
+    from tests.guest import pic_init
+    return Guest(kernel=pic_init(0xFE, 0xFF) + """
+      mov al, 0x34
+      out 0x43, al
+      mov ax, 1193
+      out 0x40, al
+      mov al, ah
+      out 0x40, al
+      mov edi, 0x7000
+      sti
+      mov ecx, 400000
+    spin:
+      add eax, ecx
+      xor ebx, eax
+      dec ecx
+      jnz spin
+      cli
+      EXIT 0
+    """, handlers="""
+    tick:
+      push eax
+      push edx
+      rdtsc
+      mov [edi], eax
+      add edi, 4
+      mov al, 0x20
+      out 0x20, al
+      pop edx
+      pop eax
+      iretd
+    """, gates={0x20: ("tick", 0xE, 0)})
+
+
+def test_stops_steps_and_slices_never_move_an_interrupt():
+    """Determinism under observation: however a run is cut (odd slices, single steps,
+    breakpoint stops), interrupts land on the same instructions and the run ends with the
+    same count, because a cut block is finished before any interrupt is taken."""
+    ref, syms = _ticking_guest().build()
+    end = ref.run()
+    log = ref.ram.read(0x7000, 4 * 8)
+    assert end.reason is Stop.EXIT and log[:4] != b"\0\0\0\0"
+
+    import struct
+    ticks = [t for t in struct.unpack("<8I", log) if t]
+    m, syms = _ticking_guest().build()
+    m.add_breakpoint(syms["spin"] + 2)            # inside the loop block
+    for i in range(40):
+        r = m.run(max_insns=27_777 + i)
+        assert r.reason in (Stop.MAX_INSNS, Stop.BREAKPOINT)
+        m.step(3 + i % 5)
+        if i == 5:
+            m.remove_breakpoint(syms["spin"] + 2)
+    # Cut just before each later tick is taken: inside the block that is running when the
+    # timer fires, where an early interrupt would show.
+    for t in ticks:
+        for back in (9, 6, 3):
+            if t - back > m.clock.now:
+                m.run(max_insns=t - back - m.clock.now)
+    r = m.run()
+    assert r.reason is Stop.EXIT and r.insns == end.insns
+    assert m.ram.read(0x7000, 4 * 8) == log
