@@ -166,6 +166,9 @@ class Machine:
         #: anywhere never changes where interrupts land: the same run cut into pieces is
         #: the same run.
         self._partial = 0
+        #: While set, breakpoints and watchpoints stay installed but do not stop the run
+        #: (a debugger replaying history).
+        self.suspend_points = False
         self.watchpoints: list[Watchpoint] = []
         self.last_watch: Optional[WatchHit] = None
         self._watch_pending: Optional[tuple] = None
@@ -298,7 +301,7 @@ class Machine:
                 self.cpu.uc.hook_del(bp.handle)
 
     def _on_breakpoint(self, uc, address, size, user) -> None:
-        if self._counted_mode:
+        if self._counted_mode or self.suspend_points:
             return
         addr = address & 0xFFFFFFFF
         if self._bp_hit is None:
@@ -336,7 +339,7 @@ class Machine:
 
     def _make_watch_cb(self, wp: Watchpoint, delta: int):
         def cb(uc, access, address, size, value, user):
-            if self._counted_mode and self._watch_pending is not None:
+            if self.suspend_points or (self._counted_mode and self._watch_pending is not None):
                 return
             if self._watch_pending is None:
                 kind = "w" if access == unicorn.UC_MEM_WRITE else "r"
@@ -359,7 +362,7 @@ class Machine:
         cpu.clear_stop()
         cpu.io_frozen = False
         resuming = True
-        if self.breakpoints and cpu.eip in self.breakpoints:
+        if self.breakpoints and cpu.eip in self.breakpoints and not self.suspend_points:
             # Resuming from a breakpoint: execute the instruction under it first.
             r = self.step(1)
             if r.reason is not Stop.STEPPED:
@@ -557,7 +560,8 @@ class Machine:
                 elif self.halted:
                     self._partial = 0
                     return None
-                if breakpoints and (done or not resuming) and cpu.eip in self.breakpoints:
+                if breakpoints and (done or not resuming) and cpu.eip in self.breakpoints \
+                        and not self.suspend_points:
                     bp = self.breakpoints[cpu.eip]
                     bp.hits += 1
                     return self._finish(Stop.BREAKPOINT, f"breakpoint at {cpu.eip:#010x}")

@@ -34,6 +34,7 @@ from . import views
 from .expr import Context, ExprError, evaluate
 from .gdbstub import step, write_virt
 from .l4view import L4View, LayoutError, find_layout
+from .reverse import History
 from .symbols import SymbolTable
 
 PROMPT = "(l4emu) "
@@ -91,6 +92,8 @@ class Debugger:
         self.ctx = Context(reg=lambda n: views.read_reg(m, n), symbol=self.symbols.address,
                            read=lambda a, n: m.cpu.read_virt(a, n))
         self.commands = self._command_table()
+        self.history = History(m)
+        self.history.note()
 
     # -- output ---------------------------------------------------------------------------------
     def out(self, text: str = "") -> None:
@@ -119,6 +122,9 @@ class Debugger:
             "step": (self.cmd_step, "s [N]", "execute N instructions (default 1), into calls"),
             "next": (self.cmd_next, "n", "one instruction, stepping over call and int"),
             "finish": (self.cmd_finish, "finish", "run until the current function returns"),
+            "rstep": (self.cmd_rstep, "rs [N]", "step back N instructions (default 1)"),
+            "rcontinue": (self.cmd_rcontinue, "rc", "run backwards to the previous "
+                          "breakpoint or watchpoint hit"),
             "break": (self.cmd_break, "b ADDR|SYMBOL [if EXPR]", "set a breakpoint"),
             "tbreak": (self.cmd_tbreak, "tb ADDR|SYMBOL [if EXPR]", "a one-time breakpoint"),
             "delete": (self.cmd_delete, "d N|all", "delete breakpoint or watchpoint N"),
@@ -155,7 +161,7 @@ class Debugger:
                "d": "delete", "del": "delete", "bl": "blist", "r": "registers", "regs": "registers",
                "u": "disassemble", "disasm": "disassemble", "bt": "backtrace", "where": "backtrace",
                "p": "print", "h": "help", "?": "help", "q": "quit", "exit": "quit",
-               "i": "info"}
+               "i": "info", "rs": "rstep", "rsi": "rstep", "rc": "rcontinue"}
 
     def _resolve(self, word: str) -> Optional[str]:
         if word.startswith("x/"):
@@ -350,6 +356,7 @@ class Debugger:
 
     def report(self, r: RunResult, point: Optional[Point] = None) -> None:
         m = self.m
+        self.history.note()
         if r.reason in _TERMINAL:
             self.finished = r
         if r.reason is Stop.EXIT:
@@ -799,6 +806,54 @@ class Debugger:
         else:
             self.trace -= kinds
         self.out("tracing: " + (", ".join(sorted(self.trace)) or "off"))
+
+    # -- commands: going back ---------------------------------------------------------------------
+    def _replay_warning(self) -> None:
+        if self.m.ata is not None:
+            self.out("note: disk images are not part of the history; going back across disk "
+                     "writes replays against the image as it is now")
+
+    def cmd_rstep(self, args: str) -> None:
+        n = self._count_arg(args)
+        now = self.m.clock.now
+        target = max(now - n, self.history.start)
+        if target == now:
+            raise CommandError("already at the start of the recorded history")
+        self._replay_warning()
+        self.history.goto(target)
+        self.finished = None
+        self.out(f"back {now - target} instruction{'s' if now - target != 1 else ''}, at "
+                 f"instruction {target}")
+        self.out(self.where())
+
+    def cmd_rcontinue(self, args: str) -> None:
+        m = self.m
+        now = m.clock.now
+        bps = {p.addr: p for p in self.points.values() if p.kind == "break"}
+
+        def is_stop() -> bool:
+            p = bps.get(m.cpu.eip)
+            if p is None or not p.cond:
+                return True
+            try:
+                return bool(evaluate(p.cond, self.ctx))
+            except ExprError:
+                return True
+
+        self._replay_warning()
+        target = self.history.previous_stop(now, is_stop)
+        if target is None:
+            self.history.goto(self.history.start)
+            self.finished = None
+            self.out(f"no breakpoint or watchpoint hit before this point: at the start of the "
+                     f"recorded history (instruction {self.history.start})")
+        else:
+            self.history.goto(target)
+            self.finished = None
+            p = bps.get(m.cpu.eip)
+            what = f"breakpoint {p.number}" if p else "watchpoint hit"
+            self.out(f"back to {what} at instruction {target}")
+        self.out(self.where())
 
     def cmd_count(self, args: str) -> None:
         m = self.m

@@ -192,7 +192,8 @@ def guest_state(m) -> tuple:
             hashlib.sha1(m.ram.view).hexdigest())
 
 
-_MEANT_TO_CHANGE = {"continue", "step", "next", "finish", "set", "asm", "source", "gdb", "quit"}
+_MEANT_TO_CHANGE = {"continue", "step", "next", "finish", "set", "asm", "source", "gdb", "quit",
+                    "rstep", "rcontinue"}
 _WORDS = ["x/4xw", "xp/2i", "x/s", "u", "b", "tb", "d", "bl", "watch", "info", "r", "sreg",
           "creg", "bt", "p", "trace", "count", "help", "pt", "tcb", "irq", "$eax", "[", "]",
           "esp", "start", "puts", "0x", "0xffffffff", "-", "+", "*", "if", "==", "all", "r",
