@@ -172,6 +172,9 @@ class GdbStub:
         self.finished: Optional[RunResult] = None     # the guest powered off or cannot go on
         self.xml = target_xml().encode()
         self.stop_flag = False                        # set by a signal handler: stop serving
+        from .reverse import History
+        self.history = History(m)                    # reverse-stepi / reverse-continue
+        self.history.note()
 
     # -- connection ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -339,6 +342,8 @@ class GdbStub:
             if addr:
                 write_reg(m, "eip", int(addr, 16))
             return self._resume(single=c in "sS")
+        elif text in ("bs", "bc"):
+            self.send(self._reverse(step=text == "bs"))
         elif text.startswith("vCont?"):
             self.send("vCont;c;C;s;S")
         elif text.startswith("vCont;"):
@@ -358,7 +363,8 @@ class GdbStub:
         elif c == "H" or c == "T":
             self.send("OK")
         elif text.startswith("qSupported"):
-            self.send(f"PacketSize={PACKET_SIZE:x};qXfer:features:read+;swbreak+;hwbreak+")
+            self.send(f"PacketSize={PACKET_SIZE:x};qXfer:features:read+;swbreak+;hwbreak+;"
+                      "ReverseStep+;ReverseContinue+")
         elif text.startswith("qXfer:features:read:"):
             self.send(self._xfer(text[len("qXfer:features:read:"):]))
         elif text == "qAttached" or text.startswith("qAttached:"):
@@ -554,8 +560,28 @@ class GdbStub:
             elif poll_accept and self.accept(timeout=0):
                 return RunResult(Stop.REQUESTED, m.clock.now, None, "a gdb client attached")
 
+    def _reverse(self, step: bool) -> str:
+        """bs / bc: one instruction back, or back to the previous breakpoint or watchpoint
+        hit, by replay from a checkpoint (emu/debug/reverse.py)."""
+        m, h = self.m, self.history
+        now = m.clock.now
+        target = now - 1 if step else h.previous_stop(now, lambda: True)
+        if target is None or target < h.start:
+            h.goto(h.start)
+            self.finished = None
+            reply = f"T{SIGTRAP:02x}thread:01;replaylog:begin;"
+        else:
+            h.goto(target)
+            self.finished = None
+            regs = "".join(f"{n:02x}:{self._reg_hex(n)};" for n in (4, 5, 8))
+            extra = "swbreak:;" if not step and m.cpu.eip in m.breakpoints else ""
+            reply = f"T{SIGTRAP:02x}thread:01;{regs}{extra}"
+        self.last_stop = reply
+        return reply
+
     def stop_reply(self, r: RunResult) -> str:
         m = self.m
+        self.history.note()
         if r.reason is Stop.EXIT:
             self.finished = r
             return f"W{_process_status(r) & 0xFF:02x}"

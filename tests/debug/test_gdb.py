@@ -252,3 +252,24 @@ def test_bad_gdb_port_is_one_line():
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "l4emu: bad gdb port 'notaport': expected [HOST:]PORT"]
+
+
+@needs_gdb
+def test_real_gdb_reverse_continue_and_reverse_stepi():
+    """gdb's reverse-continue and reverse-stepi (bc/bs packets): back to the previous
+    breakpoint hit with the state it had then, and one instruction back."""
+    k = hello_kernel()
+    proc = start_l4emu("boot", str(HELLO_IMAGE), "--gdb", "0", "--wait")
+    try:
+        port = gdb_port(proc)
+        out = run_gdb(port, "break puts", "continue", "print/x $esi", "continue",
+                      "print/x $esi", "reverse-continue", "print/x $esi", "stepi",
+                      "reverse-stepi", "info registers eip", "kill", kernel=k)
+    finally:
+        finish(proc)
+    values = [line.split("=")[1].strip() for line in out.splitlines()
+              if line.startswith("$")]
+    assert len(values) == 3, out
+    assert values[0] != values[1]               # two different calls of puts
+    assert values[2] == values[0], out          # back at the first one, with its string
+    assert "eip            0x10013b" in out, out
