@@ -13,6 +13,20 @@ of starting a comment.  `assemble()` rewrites the source before keystone sees it
 
 and then checks the result with capstone: every `lgdt`/`lidt`/`ljmp`/`lcall`/`iret`/`pushf`/
 `popf` must be the 32-bit form, or `AsmError` names the line.
+
+Keystone also evaluates some operand expressions wrongly without a word (found while
+writing the kernel; each case checked by disassembly), so `assemble()` refuses them in the
+source, naming the line:
+
+- in a memory operand, more than one symbol (`[label + NAME]` becomes `[NAME]`,
+  `[reg + A - B]` and `[reg + A + B]` become `[reg + B]`), a symbol after `-`
+  (`[reg + 0x400 - B]` becomes `[reg + 0x400 + B]`) or next to `*` (`[reg + A*4]` is
+  `[reg + A]`);
+- in an instruction's immediate, a symbol after a unary minus or `~`, or after `number -`
+  (`mov eax, 0x400 - A` and `and eax, ~A` become memory loads from `[A]`).
+
+`.equ` expressions and `label - NAME`/`A - B` immediates are evaluated correctly, so the fix
+is always a named constant: `.equ TOP, A - B` then `[reg + TOP]`.
 """
 from __future__ import annotations
 
@@ -20,7 +34,7 @@ import re
 from dataclasses import dataclass
 
 import capstone
-from keystone import KS_ARCH_X86, KS_MODE_32, Ks, KsError
+from keystone import KS_ARCH_X86, KS_ERR_ASM_SYMBOL_MISSING, KS_MODE_32, Ks, KsError
 
 
 class AsmError(Exception):
@@ -34,8 +48,8 @@ class Assembled:
     symbols: dict[str, int]
 
 
-_FAR = re.compile(r"^(FARJMP|FARCALL)\s+([^,]+),\s*(.+)$", re.I)
-_DT = re.compile(r"^(LGDT|LIDT)\s+\[?\s*([^\]]+?)\s*\]?$", re.I)
+_FAR = re.compile(r"^(FARJMP|FARCALL)\s+([^,]+),\s*(.+)$", re.IGNORECASE)
+_DT = re.compile(r"^(LGDT|LIDT)\s+\[?\s*([^\]]+?)\s*\]?$", re.IGNORECASE)
 _LABEL = re.compile(r"^([A-Za-z_.$][\w.$]*):")
 _WIDEN = {"iret": "iretd", "pushf": "pushfd", "popf": "popfd"}
 
@@ -96,13 +110,84 @@ def _labels(src: str) -> list[str]:
     return names
 
 
+_MEM = re.compile(r"\[([^\]]*)\]")
+_TOKEN = re.compile(r"[A-Za-z_.$][\w.$]*|0x[0-9a-fA-F]+|\d+|\S")
+_REGISTERS = frozenset([
+    "eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp", "ax", "bx", "cx", "dx", "si", "di",
+    "bp", "sp", "al", "ah", "bl", "bh", "cl", "ch", "dl", "dh", "cs", "ds", "es", "fs", "gs",
+    "ss", "cr0", "cr2", "cr3", "cr4", "dr0", "dr1", "dr2", "dr3", "dr6", "dr7",
+    "byte", "word", "dword", "qword", "ptr", "offset"])
+
+
+def _bad_operand(expr: str, memory: bool) -> str | None:
+    """Why keystone would get this operand expression wrong, or None."""
+    toks = [t for t in _TOKEN.findall(expr) if t not in ("(", ")")]
+    syms = [i for i, t in enumerate(toks)
+            if (t[0].isalpha() or t[0] in "_.$") and t.lower() not in _REGISTERS]
+    if memory and len(syms) > 1:
+        return "more than one symbol in a memory operand"
+    for i in syms:
+        before = toks[i - 1] if i else ""
+        if before == "~" or (before == "-" and (i < 2 or i - 2 not in syms)):
+            return "a symbol after '-' or '~'"
+        if memory and (before == "*" or (i + 1 < len(toks) and toks[i + 1] == "*")):
+            return "a symbol multiplied in a memory operand"
+    return None
+
+
+def _check_source(text: str) -> None:
+    """Refuse operand expressions keystone miscompiles silently (see above)."""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith(".") or s.endswith(":"):
+            continue
+        parts = s.split(None, 1)
+        if len(parts) < 2:
+            continue
+        operands = parts[1]
+        why = None
+        for mem in _MEM.findall(operands):
+            why = why or _bad_operand(mem, True)
+        why = why or _bad_operand(_MEM.sub(" 0 ", operands), False)
+        if why:
+            raise AsmError(f"line {lineno}: '{s}': keystone miscompiles {why}; use an .equ "
+                           "for the whole constant")
+
+
+def _locate_error(text: str, base: int, err: KsError) -> str:
+    """Keystone names no line: find the first line at which the same error appears by
+    assembling growing prefixes (bisection; a prefix may only add 'symbol missing')."""
+    lines = text.splitlines()
+    code = err.errno
+
+    def fails(n: int) -> bool:
+        try:
+            _ks.asm("\n".join(lines[:n]), base)
+        except KsError as e:
+            return e.errno == code
+        return False
+
+    if not fails(len(lines)):
+        return ""
+    lo, hi = 0, len(lines)
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        if fails(mid):
+            hi = mid
+        else:
+            lo = mid
+    return f" at line {hi}: '{lines[hi - 1].strip()}'"
+
+
 def assemble(src: str, base: int = 0) -> Assembled:
     """Assemble `src` for address `base`; returns the bytes and the address of every label."""
     text = preprocess(src)
+    _check_source(text)
     try:
         enc, _ = _ks.asm(text, base)
     except KsError as e:
-        raise AsmError(f"keystone: {e}") from None
+        where = _locate_error(text, base, e) if e.errno != KS_ERR_ASM_SYMBOL_MISSING else ""
+        raise AsmError(f"keystone: {e}{where}") from None
     code = bytes(enc or b"")
     names = _labels(text)
     symbols: dict[str, int] = {}

@@ -1,0 +1,638 @@
+; kernel/space.asm: memory.  The kernel's frame pool, address spaces (page directories whose
+; kernel half is shared), flexpage mapping for IPC map messages, and fpage_unmap.
+;
+; The pool is a range of RAM right after the boot modules (1/16 of RAM, 2-32 MiB), reported
+; as reserved1 in the KIP so sigma0 never hands it out; page directories, page tables and TCB
+; pages come from it.  All user memory belongs to sigma0, which maps it on.
+;
+; Mapping (V2): the sender names an fpage of its space (base | log2 size << 2 | W | G) and a
+; send base; the receiver a window (an fpage too).  The smaller of the two decides the size,
+; and the send base picks where the smaller lies in the larger.  Page by page the sender's
+; entry is copied (writable only if both the sender's entry and the fpage allow it; grant
+; removes the sender's); 4 MiB pages stay 4 MiB where both sides are aligned.  Nothing above
+; L4_USER_LIMIT is ever mapped.  Part 1 keeps no mapping database: a mapping replaces what
+; the receiver had there, and fpage_unmap acts on the caller's own space only.
+
+.equ PDE_KERNEL_COUNT, 1024 - PDE_KERNEL_FIRST
+.equ PD_KERNEL_HALF, KOFF + PDE_KERNEL_FIRST * 4    ; kernel address of a PD's kernel half, less the PD
+
+.section .text
+pool_init:
+    mov eax, [ram_end]
+    shr eax, 4
+    cmp eax, 0x200000
+    jae pi_min_ok
+    mov eax, 0x200000
+pi_min_ok:
+    cmp eax, 0x2000000
+    jbe pi_max_ok
+    mov eax, 0x2000000
+pi_max_ok:
+    add eax, [pool_start]
+    cmp eax, [ram_end]
+    ja pi_too_small
+    mov [pool_end], eax
+    mov eax, [pool_start]
+    mov [pool_next], eax
+    ret
+pi_too_small:
+    mov esi, msg_small_ram
+    jmp panic
+
+; pool_alloc -> eax = physical address of a zeroed frame, or 0.  Preserves all else.
+pool_alloc:
+    push ecx
+    push edi
+    mov eax, [pool_free_list]
+    test eax, eax
+    jz pa_bump
+    mov ecx, [eax + KOFF]
+    mov [pool_free_list], ecx
+    jmp pa_zero
+pa_bump:
+    mov eax, [pool_next]
+    cmp eax, [pool_end]
+    jae pa_none
+    lea ecx, [eax + 0x1000]
+    mov [pool_next], ecx
+pa_zero:
+    push eax
+    lea edi, [eax + KOFF]
+    xor eax, eax
+    mov ecx, 1024
+    rep stosd
+    pop eax
+    inc dword ptr [pool_used]
+    pop edi
+    pop ecx
+    ret
+pa_none:
+    xor eax, eax
+    pop edi
+    pop ecx
+    ret
+
+; pool_free: eax = physical frame, back to the pool.  Preserves all.
+pool_free:
+    push ecx
+    mov ecx, [pool_free_list]
+    mov [eax + KOFF], ecx
+    mov [pool_free_list], eax
+    dec dword ptr [pool_used]
+    pop ecx
+    ret
+
+; space_init: the kernel-half entries every address space shares: the TCB area (8 page
+; tables whose entries all show the zero page until a TCB is created) and the KIP.
+space_init:
+    call pool_alloc
+    mov [zero_page], eax
+    mov ecx, TCB_PAGE_TABLES
+    mov edi, master_pd + PDE_TCB_FIRST * 4
+si_tcb_pts:
+    call pool_alloc                     ; consecutive frames: the pool is fresh
+    test eax, eax
+    jz boot_oom
+    cmp ecx, TCB_PAGE_TABLES
+    jne si_not_first
+    lea edx, [eax + KOFF]
+    mov [tcb_ptes], edx
+si_not_first:
+    push ecx
+    push edi
+    lea edi, [eax + KOFF]
+    mov edx, eax
+    mov eax, [zero_page]
+    or eax, PTE_P                       ; present, read-only, supervisor
+    mov ecx, 1024
+    rep stosd
+    pop edi
+    pop ecx
+    or edx, PTE_W | PTE_P
+    mov [edi], edx
+    add edi, 4
+    loop si_tcb_pts
+    call pool_alloc                     ; the KIP's page table (user may read the KIP only)
+    test eax, eax
+    jz boot_oom
+    mov edx, kip - KOFF
+    or edx, PTE_U | PTE_P
+    mov [eax + KOFF + 4092], edx
+    or eax, PTE_U | PTE_W | PTE_P
+    mov edx, master_pd + PDE_KIP * 4
+    mov [edx], eax
+    mov eax, cr3
+    mov cr3, eax
+    ret
+
+; space_create -> eax = a new page directory (physical): empty user half, the shared kernel
+; half; 0 if the pool is empty.  Preserves all else.
+space_create:
+    call pool_alloc
+    test eax, eax
+    jz sc_done
+    push ecx
+    push esi
+    push edi
+    lea edi, [eax + PD_KERNEL_HALF]
+    mov esi, master_pd + PDE_KERNEL_FIRST * 4
+    mov ecx, PDE_KERNEL_COUNT
+    rep movsd dword ptr es:[edi], dword ptr [esi]
+    pop edi
+    pop esi
+    pop ecx
+sc_done:
+    ret
+
+; space_destroy: eax = page directory.  Frees it and its user page tables.  Clobbers eax.
+space_destroy:
+    push ebx
+    push ecx
+    push edx
+    cmp eax, [cur_space]                ; never free the directory in CR3
+    jne sd_not_current
+    mov ecx, master_pd - KOFF
+    mov cr3, ecx
+    mov [cur_space], ecx
+sd_not_current:
+    lea ebx, [eax + KOFF]
+    xor ecx, ecx
+sd_loop:
+    mov edx, [ebx + ecx*4]
+    test edx, PTE_P
+    jz sd_next
+    test edx, PTE_PS
+    jnz sd_next
+    push eax
+    mov eax, edx
+    and eax, PAGE_MASK
+    call pool_free
+    pop eax
+sd_next:
+    inc ecx
+    cmp ecx, PDE_KERNEL_FIRST
+    jb sd_loop
+    call pool_free
+    pop edx
+    pop ecx
+    pop ebx
+    ret
+
+; space_lookup: edx = page directory, eax = virtual address -> eax = physical address of
+; its page, 0 if not mapped.  Clobbers edx.
+space_lookup:
+    push ecx
+    mov ecx, eax
+    shr ecx, 22
+    add edx, KOFF
+    mov ecx, [edx + ecx*4]
+    test ecx, PTE_P
+    jz sl_none
+    test ecx, PTE_PS
+    jnz sl_super
+    and ecx, PAGE_MASK
+    shr eax, 12
+    and eax, 0x3FF
+    mov eax, [ecx + eax*4 + KOFF]
+    test eax, PTE_P
+    jz sl_none
+    and eax, PAGE_MASK
+    pop ecx
+    ret
+sl_super:
+    and ecx, SUPER_MASK
+    and eax, 0x3FF000
+    or eax, ecx
+    pop ecx
+    ret
+sl_none:
+    xor eax, eax
+    pop ecx
+    ret
+
+; space_set_pte: edx = page directory, eax = virtual address, ecx = entry.  Allocates the page
+; table if needed.  eax = 1, or 0 when the pool is empty (or a 4 MiB page is in the way).
+; Clobbers edx.
+space_set_pte:
+    push ebx
+    push esi
+    mov ebx, eax
+    shr ebx, 22
+    lea esi, [edx + KOFF]
+    mov edx, [esi + ebx*4]
+    test edx, PTE_P
+    jnz ssp_have
+    push eax
+    call pool_alloc
+    test eax, eax
+    jz ssp_oom
+    or eax, PTE_U | PTE_W | PTE_P
+    mov [esi + ebx*4], eax
+    mov edx, eax
+    pop eax
+ssp_have:
+    test edx, PTE_PS
+    jnz ssp_fail
+    and edx, PAGE_MASK
+    shr eax, 12
+    and eax, 0x3FF
+    mov [edx + eax*4 + KOFF], ecx
+    mov eax, 1
+    pop esi
+    pop ebx
+    ret
+ssp_oom:
+    pop eax
+ssp_fail:
+    xor eax, eax
+    pop esi
+    pop ebx
+    ret
+
+; map_fpage: esi = sender TCB, edi = receiver TCB, eax = receive window (descriptor with the
+; fpage in bits 2..), edx = send base, ecx = send fpage.  eax = 0, or 1 when the pool ran dry
+; (what was mapped so far stays).  Preserves esi, edi, ebp; clobbers ebx, ecx, edx.
+map_fpage:
+    push ebp
+    mov [mf_hint], edx
+    mov ebx, ecx
+    and ebx, L4_FPAGE_WRITE
+    mov [mf_write], ebx
+    mov ebx, ecx
+    and ebx, L4_FPAGE_GRANT
+    mov [mf_grant], ebx
+    mov ebx, ecx                        ; send size
+    shr ebx, L4_FPAGE_SIZE_SHIFT
+    and ebx, L4_FPAGE_SIZE_MASK
+    cmp ebx, L4_PAGESHIFT
+    jb mf_nothing
+    cmp ebx, 32
+    jbe mf_s_ok
+    mov ebx, 32
+mf_s_ok:
+    mov edx, eax                        ; window size
+    shr edx, L4_FPAGE_SIZE_SHIFT
+    and edx, L4_FPAGE_SIZE_MASK
+    cmp edx, L4_PAGESHIFT
+    jb mf_nothing
+    cmp edx, 32
+    jbe mf_r_ok
+    mov edx, 32
+mf_r_ok:
+    push ecx
+    lea ecx, [ebx - 1]
+    mov ebp, 2
+    shl ebp, cl
+    dec ebp                             ; send mask: 2^s - 1 (all ones for 32)
+    mov [mf_smask], ebp
+    lea ecx, [edx - 1]
+    mov ebp, 2
+    shl ebp, cl
+    dec ebp
+    mov [mf_rmask], ebp                 ; window mask
+    pop ecx
+    mov ebp, [mf_smask]
+    not ebp
+    and ecx, ebp                        ; send fpage base
+    mov ebp, [mf_rmask]
+    not ebp
+    and eax, ebp                        ; window base
+    cmp ebx, edx
+    ja mf_send_larger
+    ; the send fpage fits: it goes where the send base says inside the window
+    mov ebp, [mf_hint]
+    and ebp, [mf_rmask]
+    mov edx, [mf_smask]
+    not edx
+    and ebp, edx
+    add eax, ebp
+    mov [mf_dst], eax
+    mov [mf_src], ecx
+    mov eax, [mf_smask]
+    jmp mf_range
+mf_send_larger:                         ; the window-sized part the send base picks
+    mov ebp, [mf_hint]
+    and ebp, [mf_smask]
+    mov edx, [mf_rmask]
+    not edx
+    and ebp, edx
+    add ecx, ebp
+    mov [mf_src], ecx
+    mov [mf_dst], eax
+    mov eax, [mf_rmask]
+mf_range:                               ; eax = size mask
+    shr eax, 12
+    inc eax
+    mov [mf_pages], eax
+    mov eax, [mf_src]                   ; clip to user space
+    mov edx, [mf_dst]
+    cmp eax, edx
+    jae mf_clip_max
+    mov eax, edx
+mf_clip_max:
+    cmp eax, L4_USER_LIMIT
+    jae mf_nothing
+    mov edx, L4_USER_LIMIT
+    sub edx, eax
+    shr edx, 12
+    cmp edx, [mf_pages]
+    jae mf_clipped
+    mov [mf_pages], edx
+mf_clipped:
+    mov eax, [esi + TCB_SPACE]
+    add eax, KOFF
+    mov [mf_spd], eax
+    mov eax, [edi + TCB_SPACE]
+    add eax, KOFF
+    mov [mf_rpd], eax
+    mov dword ptr [mf_i], 0
+mf_loop:
+    mov eax, [mf_i]
+    cmp eax, [mf_pages]
+    jae mf_done
+    shl eax, 12
+    mov ecx, eax
+    add eax, [mf_src]                   ; eax = source address
+    add ecx, [mf_dst]                   ; ecx = destination address
+    mov edx, eax
+    shr edx, 22
+    mov ebx, [mf_spd]
+    lea ebx, [ebx + edx*4]              ; &source PDE
+    mov edx, [ebx]
+    test edx, PTE_P
+    jz mf_skip_super
+    test edx, PTE_PS
+    jz mf_src_pt
+    ; a 4 MiB source page: whole if both sides are aligned and 1024 pages remain
+    mov ebp, eax
+    or ebp, ecx
+    test ebp, 0x3FFFFF
+    jnz mf_super_part
+    mov ebp, [mf_pages]
+    sub ebp, [mf_i]
+    cmp ebp, 1024
+    jb mf_super_part
+    mov ebp, edx
+    and ebp, SUPER_MASK | PTE_W
+    or ebp, PTE_PS | PTE_U | PTE_P
+    cmp dword ptr [mf_write], 0
+    jne mf_super_w
+    and ebp, 0xFFFFFFFD
+mf_super_w:
+    cmp dword ptr [mf_grant], 0
+    je mf_super_keep
+    mov dword ptr [ebx], 0
+mf_super_keep:
+    shr ecx, 22
+    mov ebx, [mf_rpd]
+    lea ebx, [ebx + ecx*4]              ; &destination PDE
+    mov eax, [ebx]
+    mov [ebx], ebp
+    test eax, PTE_P                     ; a page table that was there goes back to the pool
+    jz mf_super_next
+    test eax, PTE_PS
+    jnz mf_super_next
+    and eax, PAGE_MASK
+    call pool_free
+mf_super_next:
+    add dword ptr [mf_i], 1024
+    jmp mf_loop
+mf_super_part:                          ; one 4 KiB piece of it
+    mov ebp, eax
+    and ebp, 0x3FF000
+    and edx, SUPER_MASK | PTE_W
+    or edx, ebp
+    mov dword ptr [mf_spte], 0          ; (a granted piece of a 4 MiB page stays mapped)
+    jmp mf_install
+mf_src_pt:
+    and edx, PAGE_MASK
+    mov ebp, eax
+    shr ebp, 12
+    and ebp, 0x3FF
+    lea ebp, [edx + ebp*4 + KOFF]       ; &source PTE
+    mov edx, [ebp]
+    test edx, PTE_P
+    jz mf_next
+    mov [mf_spte], ebp
+mf_install:                             ; edx = frame | W of the source, ecx = destination
+    and edx, PAGE_MASK | PTE_W
+    or edx, PTE_U | PTE_P
+    cmp dword ptr [mf_write], 0
+    jne mf_w_ok
+    and edx, 0xFFFFFFFD
+mf_w_ok:
+    mov [mf_entry], edx
+    mov eax, ecx
+    shr eax, 22
+    mov ebx, [mf_rpd]
+    lea ebx, [ebx + eax*4]              ; &destination PDE
+    mov eax, [ebx]
+    test eax, PTE_P
+    jz mf_new_pt
+    test eax, PTE_PS
+    jz mf_have_pt
+    call mf_split                       ; a 4 MiB page there: into a page table
+    test eax, eax
+    jz mf_oom
+    jmp mf_have_pt
+mf_new_pt:
+    call pool_alloc
+    test eax, eax
+    jz mf_oom
+    or eax, PTE_U | PTE_W | PTE_P
+    mov [ebx], eax
+mf_have_pt:
+    and eax, PAGE_MASK
+    shr ecx, 12
+    and ecx, 0x3FF
+    mov edx, [mf_entry]
+    mov [eax + ecx*4 + KOFF], edx
+    cmp dword ptr [mf_grant], 0
+    je mf_next
+    mov eax, [mf_spte]
+    test eax, eax
+    jz mf_next
+    mov dword ptr [eax], 0
+mf_next:
+    inc dword ptr [mf_i]
+    jmp mf_loop
+mf_skip_super:                          ; nothing in the source's 4 MiB: skip to its end
+    shr eax, 12
+    and eax, 0x3FF
+    mov edx, 1024
+    sub edx, eax
+    add [mf_i], edx
+    jmp mf_loop
+mf_done:
+    mov eax, [edi + TCB_SPACE]          ; flush what may be cached
+    cmp eax, [cur_space]
+    je mf_flush
+    cmp dword ptr [mf_grant], 0
+    je mf_nothing
+mf_flush:
+    mov eax, cr3
+    mov cr3, eax
+mf_nothing:
+    xor eax, eax
+    pop ebp
+    ret
+mf_oom:
+    mov eax, 1
+    pop ebp
+    ret
+
+; mf_split: ebx = &PDE holding a 4 MiB page -> a page table with the same 1024 mappings;
+; eax = the new PDE, 0 if the pool is empty.  Clobbers edx.
+mf_split:
+    call pool_alloc
+    test eax, eax
+    jz mfs_done
+    push ecx
+    push edi
+    mov edx, [ebx]
+    and edx, 0xFFFFF07F                 ; drop PS, G and the available bits (7-11)
+    lea edi, [eax + KOFF]
+    mov ecx, 1024
+mfs_loop:
+    mov [edi], edx
+    add edx, 0x1000
+    add edi, 4
+    loop mfs_loop
+    pop edi
+    pop ecx
+    or eax, PTE_U | PTE_W | PTE_P
+    mov [ebx], eax
+mfs_done:
+    ret
+
+; fpage_unmap (EAX = fpage, ECX = mask: L4_FP_FLUSH_PAGE removes, otherwise read-only;
+; L4_FP_ALL_SPACES includes the caller's own space).  Without a mapping database (part 1)
+; only the caller's own space can be reached, so without L4_FP_ALL_SPACES nothing happens.
+sys_fpage_unmap:
+    mov ecx, [ebx + R_ECX]
+    test ecx, L4_FP_ALL_SPACES
+    jz fu_done
+    mov eax, [ebx + R_EAX]
+    mov edx, eax
+    shr edx, L4_FPAGE_SIZE_SHIFT
+    and edx, L4_FPAGE_SIZE_MASK
+    cmp edx, L4_PAGESHIFT
+    jb fu_done
+    cmp edx, 32
+    jbe fu_size_ok
+    mov edx, 32
+fu_size_ok:
+    push ecx
+    lea ecx, [edx - 1]
+    mov edx, 2
+    shl edx, cl
+    dec edx                             ; size mask
+    pop ecx
+    mov esi, edx
+    not esi
+    and eax, esi                        ; base
+    shr edx, 12
+    inc edx                             ; pages
+    cmp eax, L4_USER_LIMIT
+    jae fu_done
+    mov esi, L4_USER_LIMIT
+    sub esi, eax
+    shr esi, 12
+    cmp edx, esi
+    jbe fu_range_ok
+    mov edx, esi
+fu_range_ok:
+    mov edi, [ebp + TCB_SPACE]
+    add edi, KOFF                       ; page directory
+fu_loop:
+    test edx, edx
+    jz fu_flush
+    mov esi, eax
+    shr esi, 22
+    lea esi, [edi + esi*4]              ; &PDE
+    mov ebx, [esi]
+    test ebx, PTE_P
+    jz fu_skip_super
+    test ebx, PTE_PS
+    jz fu_pt
+    test eax, 0x3FFFFF                  ; a 4 MiB page: only if wholly inside
+    jnz fu_skip_super
+    cmp edx, 1024
+    jb fu_skip_super
+    call fu_apply
+    add eax, 0x400000
+    sub edx, 1024
+    jmp fu_loop
+fu_pt:
+    and ebx, PAGE_MASK
+    push eax
+    shr eax, 12
+    and eax, 0x3FF
+    lea esi, [ebx + eax*4 + KOFF]       ; &PTE
+    pop eax
+    mov ebx, [esi]
+    test ebx, PTE_P
+    jz fu_next
+    call fu_apply
+fu_next:
+    add eax, 0x1000
+    dec edx
+    jmp fu_loop
+fu_skip_super:
+    push ecx
+    mov ecx, eax
+    shr ecx, 12
+    and ecx, 0x3FF
+    neg ecx
+    add ecx, 1024                       ; pages to the next 4 MiB boundary
+    cmp ecx, edx
+    jbe fu_skip_n
+    mov ecx, edx
+fu_skip_n:
+    sub edx, ecx
+    shl ecx, 12
+    add eax, ecx
+    pop ecx
+    jmp fu_loop
+fu_flush:
+    mov eax, cr3
+    mov cr3, eax
+fu_done:
+    ret
+; fu_apply: esi = &entry, ebx = entry, ecx = mask.
+fu_apply:
+    test ecx, L4_FP_FLUSH_PAGE
+    jz fu_readonly
+    mov dword ptr [esi], 0
+    ret
+fu_readonly:
+    and ebx, 0xFFFFFFFD
+    mov [esi], ebx
+    ret
+
+.section .rodata
+msg_small_ram:
+    .asciz "not enough RAM for the kernel pool"
+
+.section .data
+.align 4
+pool_start: .long 0
+pool_end: .long 0
+pool_next: .long 0
+pool_free_list: .long 0
+pool_used: .long 0
+zero_page: .long 0
+tcb_ptes: .long 0                       ; kernel address of the TCB area's first PTE
+mf_hint: .long 0
+mf_write: .long 0
+mf_grant: .long 0
+mf_smask: .long 0
+mf_rmask: .long 0
+mf_src: .long 0
+mf_dst: .long 0
+mf_pages: .long 0
+mf_i: .long 0
+mf_spd: .long 0
+mf_rpd: .long 0
+mf_spte: .long 0
+mf_entry: .long 0

@@ -1,0 +1,92 @@
+"""The kernel test suite (servers/ktest, images/ktest.toml): one boot, every guest test
+checked by name, plus what the host sees of them (console lines, debugger stops, the exit).
+
+The guest prints "ktest: <name> ok" per test and "ktest: ALL TESTS PASSED" at the end, in the
+style of xv6's usertests; a failing check prints its file, line and values before
+"ktest: <name> FAILED", which the assertion message here repeats."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from emu.machine import Stop
+
+from .l4boot import boot
+
+# In the order the guest runs them (servers/ktest/main.c, TESTS).
+GUEST_TESTS = [
+    "kip", "boot_modules", "kdebug_output", "id_nearest",
+    "ipc_send_receive", "ipc_call_reply", "ipc_open_wait_source", "ipc_both_entries",
+    "ipc_timeout_zero", "ipc_timeout_finite", "ipc_not_existent", "ipc_dead_thread",
+    "ipc_cancel", "ipc_map_window", "ipc_grant", "ipc_map_sizes",
+    "pagefault_pager", "fpage_unmap", "sigma0_protocol", "sigma0_superpage",
+    "exregs_create", "exregs_modify",
+    "task_lifecycle", "task_not_chief", "task_clan",
+    "sched_priority_preempt", "sched_round_robin", "thread_switch_donation",
+    "thread_schedule_mcp",
+    "hostile_kernel_memory", "hostile_other_task_memory", "hostile_privileged",
+    "hostile_trap_flag", "hostile_fuzz",
+]
+
+
+class Run:
+    def __init__(self) -> None:
+        sess = boot("ktest")
+        self.kdebug_stops = 0
+        m = sess.machine
+        while True:
+            r = m.run(max_insns=3_000_000_000)
+            if r.reason is not Stop.KDEBUG:
+                break
+            self.kdebug_stops += 1
+        self.result = r
+        self.text = sess.text
+        self.lines = self.text.splitlines()
+
+    def section(self, name: str) -> str:
+        """The console output of one guest test."""
+        start = self.text.find(f"ktest: {name} ...\n")
+        end = self.text.find("ktest: ", self.text.find(f"ktest: {name} ", start + 1) + 1)
+        return self.text[start:end]
+
+
+@pytest.fixture(scope="module")
+def run() -> Run:
+    return Run()
+
+
+def test_suite_runs_every_test_and_passes(run):
+    """The guest ran exactly the listed tests, in order, and powered off with status 0."""
+    started = [m.group(1) for m in re.finditer(r"^ktest: (\w+) \.\.\.$", run.text, re.MULTILINE)]
+    assert started == GUEST_TESTS
+    assert "ktest: ALL TESTS PASSED" in run.lines, run.text[-3000:]
+    assert run.result.reason is Stop.EXIT and run.result.exit_status == 1   # (0 << 1) | 1
+    assert "KERNEL PANIC" not in run.text and "KERNEL EXCEPTION" not in run.text
+
+
+@pytest.mark.parametrize("name", GUEST_TESTS)
+def test_guest(run, name):
+    """Each guest test reports ok."""
+    assert f"ktest: {name} ok" in run.lines, run.section(name)
+
+
+def test_kdebug_console_output(run):
+    """int3 + cmp al, op: outstring, outchar, outhex32, outdec, outnstring (cut to its length)
+    and kd_display print; enter_kdebug prints its text and stops the machine (Stop.KDEBUG)."""
+    assert "KD: 1234abcd -42 nstring display\n" in run.text
+    assert "L4: kdebug: ktest enters the debugger\n" in run.text
+    assert run.kdebug_stops == 1
+
+
+def test_hostile_threads_die_with_a_kernel_report(run):
+    """Each hostile attempt ends as an exception the kernel reports and handles: the kernel
+    and task 30 (0x1e) kill line, with the right exception, never a machine stop."""
+    kills = re.findall(r"^L4: thread 1e\.00 killed: (#\w+) error (0x[0-9a-f]+) at eip",
+                       run.section("hostile_kernel_memory") + run.section("hostile_privileged"),
+                       re.MULTILINE)
+    assert [k for k, _ in kills[:4]] == ["#PF"] * 4            # kernel memory, TCBs, KIP
+    assert [int(e, 16) for _, e in kills[:4]] == [5, 7, 5, 7]  # user read/write, present
+    rest = [k for k, _ in kills[4:]]
+    assert rest.count("#GP") == 18 and rest[-4:] == ["#UD", "#DE", "#NM", "#UD"], rest
+    assert "killed: #GP error 0x00000402" in run.text          # int 0x80: gate DPL check
