@@ -9,9 +9,12 @@ default.  The kernel owns its layout file and keeps it true when its structures 
 the layout does not name is simply not shown.
 
     [symbols]
-    tcbs = "l4_tcbs"          # first TCB of the TCB array (required: without it, no L4 views)
+    require = "syscall_table" # optional: a kernel symbol that says the layout applies
+    tcbs = "l4_tcbs"          # first TCB of the TCB array (required: without it, no L4 views);
+                              # a symbol, or a number for a fixed address
     count = 256               # number of TCB slots: a number, or a symbol holding a dword count
-    current = "l4_current"    # a dword holding the address of the running thread's TCB
+    current = "l4_current"    # a dword holding the address of the running thread's TCB, or
+                              # { symbol, offset, add }: the dword at symbol + offset, plus add
 
     [tcb]
     stride = 0x800            # bytes from one TCB slot to the next
@@ -178,13 +181,26 @@ class L4View:
 
     # -- availability and basic reads ----------------------------------------------------------
     def _sym(self, role: str) -> Optional[int]:
+        """The address a [symbols] entry names: a symbol, a number (a fixed kernel address),
+        or a table {symbol, offset, add}: the dword at symbol + offset, plus add (e.g. the
+        current TCB derived from TSS.ESP0)."""
         name = self.layout.symbols.get(role)
-        if not isinstance(name, str) or self.symbols.kernel is None:
+        if isinstance(name, int):
+            return name
+        if self.symbols.kernel is None:
             return None
-        return self.symbols.kernel.by_name.get(name)
+        if isinstance(name, str):
+            return self.symbols.kernel.by_name.get(name)
+        return None
 
     @property
     def available(self) -> bool:
+        """Whether this image's kernel is the one the layout describes: the TCBs are located,
+        and the symbol `[symbols] require` names (if any) is in the kernel."""
+        req = self.layout.symbols.get("require")
+        if isinstance(req, str) and (self.symbols.kernel is None or
+                                     req not in self.symbols.kernel.by_name):
+            return False
         return self._sym("tcbs") is not None
 
     def missing(self) -> str:
@@ -207,6 +223,17 @@ class L4View:
             return 0
 
     def current_tcb(self) -> Optional[int]:
+        spec = self.layout.symbols.get("current")
+        if isinstance(spec, dict):
+            base = self.symbols.kernel.by_name.get(spec.get("symbol", "")) \
+                if self.symbols.kernel is not None else None
+            if base is None:
+                return None
+            try:
+                return (self._read(base + int(spec.get("offset", 0)), 4) +
+                        int(spec.get("add", 0))) & 0xFFFFFFFF
+            except (PageFault, BadPhysical):
+                return None
         a = self._sym("current")
         if a is None:
             return None
@@ -218,10 +245,12 @@ class L4View:
     def read_tcb(self, slot: int, addr: int) -> Optional[Thread]:
         t = Thread(slot, addr)
         try:
-            for f in self.layout.fields.values():
-                t.values[f.name] = self._read(addr + f.offset, _SIZES[f.type])
+            raw = self.m.cpu.read_virt(addr, self.layout.size)    # one read for all fields
         except (PageFault, BadPhysical):
             return None
+        for f in self.layout.fields.values():
+            t.values[f.name] = int.from_bytes(raw[f.offset:f.offset + _SIZES[f.type]],
+                                              "little")
         return t
 
     def threads(self, include_free: bool = False) -> list[Thread]:
@@ -233,7 +262,8 @@ class L4View:
             t = self.read_tcb(slot, base + slot * self.layout.stride)
             if t is None:
                 continue
-            if not include_free and self.state_name(t) == "free":
+            if not include_free and (self.state_name(t) == "free" or
+                                     t.values.get("id", 1) == 0):
                 continue
             out.append(t)
         return out
@@ -356,9 +386,16 @@ class L4View:
     def _wait_detail(self, t: Thread) -> list[str]:
         out = []
         state = self.state_name(t)
-        if "partner" in t.values and state in ("sending", "receiving", "waiting"):
+        # A receiver's expected sender may have a field of its own (`wait_for`: 0 = anyone,
+        # 1 = nobody); otherwise `partner` serves both directions.
+        field = "wait_for" if state in ("receiving", "waiting") and "wait_for" in t.values \
+            else "partner"
+        if field in t.values and state in ("sending", "receiving", "waiting"):
             verb = "sends to" if state == "sending" else "waits for"
-            out.append(f"  {verb} {self.tid(t.values['partner'])}" +
+            v = t.values[field]
+            who = {0: "anyone", 1: "nobody (sleeping)"}.get(v, self.value(t, field)) \
+                if field == "wait_for" else self.value(t, field)
+            out.append(f"  {verb} {who}" +
                        (f", timeout {self.value(t, 'timeout')}" if "timeout" in t.values else ""))
         if "send_queue" in t.values:
             queue, seen = [], set()

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from emu.asm import assemble
 from emu.boot.elf import Segment, Symbol, write_elf
 from emu.boot.multiboot import load_multiboot
-from emu.debug.l4view import L4View, find_layout, parse_layout
+from emu.debug.l4view import DEFAULT_LAYOUT, L4View, find_layout, parse_layout
 from emu.debug.shell import Debugger
 from emu.debug.symbols import SymbolTable
 from emu.devices.firmware import write_firmware
@@ -163,7 +163,9 @@ def test_l4_views_over_a_fake_kernel(tmp_path):
 
 
 def test_default_layout_and_bad_layouts(tmp_path):
-    assert find_layout(None, None).symbols["tcbs"] == "l4_tcbs"
+    assert parse_layout(DEFAULT_LAYOUT).symbols["tcbs"] == "l4_tcbs"
+    # The source tree's kernel ships its own layout, found when nothing else is given.
+    assert find_layout(None, None).symbols["require"] == "fastpath_ipc"
     bad = tmp_path / "bad.toml"
     bad.write_text("[symbols]\ntcbs = 'x'\n[tcb.fields]\nid = { offset = 0, type = 'f64' }\n")
     import pytest
