@@ -5,6 +5,7 @@
     l4emu boot ... --gdb [HOST:]PORT [--wait]     (serve gdb; see docs/debugging.md)
     l4emu debug KERNEL|IMAGE.toml [boot options] [--commands FILE] [--l4-layout FILE]
     l4emu build IMAGE.toml [--force]
+    l4emu bench lat_ctx|pingpong|null [options]   (see emu/bench/cli.py, docs/benchmarking.md)
     l4emu --version
 
 Serial output (COM1) goes to stdout; piped stdin is fed to COM1's receiver before the run.
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl = sub.add_parser("build", help="build an image manifest's parts (cached)")
     bl.add_argument("image", help="images/*.toml")
     bl.add_argument("--force", action="store_true", help="rebuild even if cached")
+
+    from .bench.cli import add_parser as add_bench_parser
+    add_bench_parser(sub)
     return p
 
 
@@ -126,6 +130,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "debug":
             from .debug.shell import cmd_debug
             return cmd_debug(args)
+        if args.command == "bench":
+            from .bench.cli import main as cmd_bench
+            return cmd_bench(args)
         build_parser().print_help()
         return EXIT_BAD_INPUT
     except UserError as e:
