@@ -106,6 +106,28 @@ class BlockState(ctypes.Structure):
     ]
 
 
+class DeliveryRecord(ctypes.Structure):
+    _fields_ = [("seq", ctypes.c_uint64), ("vector", ctypes.c_uint32),
+                ("eip", ctypes.c_uint32), ("cpl", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class DeliveryState(ctypes.Structure):
+    """Mirror of `struct dv_state` in emu/native/blockhook.c (native `int n` delivery)."""
+
+    _fields_ = [
+        ("reg_read", ctypes.c_void_p), ("reg_write", ctypes.c_void_p), ("slow", ctypes.c_void_p),
+        ("ram", ctypes.c_void_p), ("ram_size", ctypes.c_uint64),
+        ("regs", ctypes.c_void_p), ("eip", ctypes.c_void_p), ("eflags", ctypes.c_void_p),
+        ("hflags", ctypes.c_void_p), ("old_exception", ctypes.c_void_p),
+        ("is_int", ctypes.c_void_p), ("cr", ctypes.c_void_p), ("segs", ctypes.c_void_p),
+        ("enabled", ctypes.c_uint32), ("reg_eflags", ctypes.c_int32),
+        ("reg_ss", ctypes.c_int32), ("reg_cs", ctypes.c_int32), ("pad", ctypes.c_uint32),
+        ("seq", ctypes.c_uint64), ("fast", ctypes.c_uint64),
+        ("ring_pos", ctypes.c_uint32), ("pad2", ctypes.c_uint32),
+        ("ring", DeliveryRecord * 16),
+    ]
+
+
 STOP_NONE, STOP_BUDGET, STOP_MISS, STOP_WATCH, STOP_LIMIT = 0, 1, 3, 4, 5
 NO_LIMIT = (1 << 64) - 1
 
@@ -124,6 +146,9 @@ def _load_native():
     lib.l4emu_block_insert.argtypes = [ctypes.POINTER(BlockState), ctypes.c_uint64,
                                        ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32]
     lib.l4emu_block_free.argtypes = [ctypes.POINTER(BlockState)]
+    lib.l4emu_dv_state_size.restype = ctypes.c_size_t
+    if lib.l4emu_dv_state_size() != ctypes.sizeof(DeliveryState):
+        raise EngineError("emu/_blockhook was built from a different blockhook.c: reinstall")
     return lib
 
 
@@ -157,6 +182,7 @@ class TrapRecord:
     cpl: int
     kind: str          # "fault", "int", "irq"
     cr2: Optional[int] = None
+    seq: int = 0       # order among all delivered events (Python's and the native path's)
 
     def describe(self) -> str:
         name = VECTOR_NAMES.get(self.vector, f"vector {self.vector:#x}")
@@ -310,10 +336,16 @@ class IoDenied:
 
 @dataclass
 class CpuStats:
-    traps: int = 0
+    py_traps: int = 0          # events delivered by Python
     io_denied: int = 0
     block_misses: int = 0
     io_hooks: int = 0
+    native: Optional["DeliveryState"] = None
+
+    @property
+    def traps(self) -> int:
+        """Every event delivered, by Python or by the native software-interrupt path."""
+        return self.py_traps + (self.native.fast if self.native is not None else 0)
 
 
 class Cpu:
@@ -344,15 +376,15 @@ class Cpu:
         self._dis = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
         self._boundaries: dict[tuple[int, int, int], list[int]] = {}
         self._io_hooked: set[int] = set()
-        self.traps: list[TrapRecord] = []          # the last few (16 to 64), for reports
-        self.on_trap: Optional[Callable[[TrapRecord], None]] = None
-        self.shutdown: Optional[str] = None       # set on a triple fault
+        self._traps: list[TrapRecord] = []         # Python's last few (16 to 64)
+        self._on_trap: Optional[Callable[[TrapRecord], None]] = None
+        self._shutdown: Optional[str] = None       # set on a triple fault
         self.fatal: Optional[BaseException] = None  # a host bug caught inside a hook
-        self.pending_io_fault: Optional[IoDenied] = None
+        self._pending_io_fault: Optional[IoDenied] = None
         self.stop_requested = False
         #: Set when the machine has powered off mid-block (the exit device): the rest of the
         #: block still runs in the engine, but its port accesses no longer reach devices.
-        self.io_frozen = False
+        self._io_frozen = False
         #: Called after every port or MMIO write by the guest (the machine checks whether an
         #: interrupt became deliverable).
         self.after_device_write: Optional[Callable[[], None]] = None
@@ -442,13 +474,73 @@ class Cpu:
         self._cbs = [INTR_CB(self._on_intr), INVALID_CB(self._on_invalid), IN_CB(self._on_in),
                      OUT_CB(self._on_out), INSN_CB(self._on_rdtsc), INSN_CB(self._on_cpuid)]
         intr, inval, cin, cout, rdtsc, cpuid = self._cbs
-        self._add_hook(unicorn.UC_HOOK_INTR, intr)
+        # `int n` is delivered natively when it can be (emu/native/blockhook.c); everything
+        # else, and every check that fails there, comes to `_on_intr`.
+        self.dv = dv = DeliveryState()
+        env = self.env
+        dv.reg_read = ctypes.cast(_lib.uc_reg_read, ctypes.c_void_p).value
+        dv.reg_write = ctypes.cast(_lib.uc_reg_write, ctypes.c_void_p).value
+        dv.slow = ctypes.cast(intr, ctypes.c_void_p).value
+        dv.ram = ctypes.addressof(ctypes.c_char.from_buffer(self.ram.buf))
+        dv.ram_size = self.ram.size
+        dv.regs = env.addr + OFF_REGS
+        dv.eip = env.addr + OFF_EIP
+        dv.eflags = env.addr + OFF_EFLAGS
+        dv.hflags = env.addr + OFF_HFLAGS
+        dv.old_exception = ctypes.addressof(env._old_exception)
+        dv.is_int = ctypes.addressof(env._is_int)
+        dv.cr = env.addr + OFF_CR
+        dv.segs = env.addr + OFF_SEGS
+        dv.reg_eflags, dv.reg_ss, dv.reg_cs = (X.UC_X86_REG_EFLAGS, X.UC_X86_REG_SS,
+                                               X.UC_X86_REG_CS)
+        dv.enabled = 1
+        self._dv_ptr = ctypes.pointer(dv)
+        self.stats.native = dv
+        hh = ctypes.c_size_t()
+        err = _hook_add(self.h, ctypes.byref(hh), unicorn.UC_HOOK_INTR,
+                        ctypes.cast(self._native.l4emu_intr_cb, ctypes.c_void_p),
+                        ctypes.cast(self._dv_ptr, ctypes.c_void_p),
+                        ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if err:
+            raise EngineError(f"cannot add the interrupt hook: {_lib.uc_strerror(err).decode()}")
         self._add_hook(unicorn.UC_HOOK_INSN_INVALID, inval)
         self._add_hook(unicorn.UC_HOOK_INSN, cin, ctypes.c_int(X.UC_X86_INS_IN))
         self._add_hook(unicorn.UC_HOOK_INSN, cout, ctypes.c_int(X.UC_X86_INS_OUT))
         self._add_hook(unicorn.UC_HOOK_INSN, rdtsc, ctypes.c_int(X.UC_X86_INS_RDTSC))
         self._add_hook(unicorn.UC_HOOK_INSN, cpuid, ctypes.c_int(X.UC_X86_INS_CPUID))
         self._io_code_cb = CODE_CB(self._on_io_insn)
+
+    # -- state that decides whether `int n` may be delivered natively -----------------------
+    def _sync_native(self) -> None:
+        dv = getattr(self, "dv", None)
+        if dv is not None:
+            dv.enabled = int(self._on_trap is None and self._shutdown is None and
+                             self._pending_io_fault is None and not self._io_frozen)
+
+    def _state_property(name: str):          # noqa: N805 - a property factory
+        def get(self):
+            return getattr(self, name)
+
+        def put(self, value):
+            setattr(self, name, value)
+            self._sync_native()
+        return property(get, put)
+
+    #: Called with each delivered event; while set, every event goes through Python.
+    on_trap = _state_property("_on_trap")
+    shutdown = _state_property("_shutdown")
+    pending_io_fault = _state_property("_pending_io_fault")
+    io_frozen = _state_property("_io_frozen")
+    del _state_property
+
+    @property
+    def traps(self) -> list[TrapRecord]:
+        """The last delivered events, oldest first: Python's records and the native path's."""
+        dv = self.dv
+        native = [TrapRecord(r.vector, None, r.eip, r.cpl, "int", None, r.seq)
+                  for r in dv.ring if r.seq]
+        merged = sorted(self._traps[-16:] + native, key=lambda t: t.seq)
+        return merged[-16:]
 
     # -- the A20 gate ---------------------------------------------------------------------------
     def set_a20(self, enabled: bool) -> None:
@@ -938,13 +1030,15 @@ class Cpu:
         return nxt - 1                          # int3 (CC), into (CE), int1 (F1)
 
     def _record(self, r: TrapRecord) -> None:
-        self.stats.traps += 1
-        traps = self.traps
+        self.stats.py_traps += 1
+        self.dv.seq += 1
+        r.seq = self.dv.seq
+        traps = self._traps
         traps.append(r)
         if len(traps) > 64:
             del traps[:-16]
-        if self.on_trap is not None:
-            self.on_trap(r)
+        if self._on_trap is not None:
+            self._on_trap(r)
 
     def _triple(self, why: str) -> None:
         self.shutdown = f"triple fault: {why}"

@@ -208,6 +208,217 @@ size_t l4emu_block_state_size(void)
     return sizeof(struct bh_state);
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Software-interrupt delivery, the common case in C (DESIGN D3; emu/cpu.py owns the rules).
+ *
+ * Unicorn never reads the guest IDT: every exception and `int n` reaches the UC_HOOK_INTR
+ * callback.  `int n` is how guests make system calls, so its cost matters: this callback
+ * delivers it through a 32-bit interrupt or trap gate to a non-conforming ring-0 code segment,
+ * with the TSS stack switch from ring 3, exactly as emu/cpu.py's `Cpu._deliver_once` does,
+ * and hands everything else to Python (`slow`): exceptions, any check that fails (Python then
+ * raises the right fault), any page walk that would fault, a pending host condition.  It
+ * changes nothing before it knows it can finish, so handing over is always safe.
+ */
+struct seg_cache {
+    uint32_t selector;
+    uint32_t pad;
+    uint64_t base;
+    uint32_t limit;
+    uint32_t flags;
+};
+
+struct dv_rec {
+    uint64_t seq;
+    uint32_t vector, eip, cpl, pad;
+};
+
+#define DV_RING 16
+
+typedef int (*uc_reg_fn)(void *uc, int regid, void *value);
+typedef void (*intr_fn)(void *uc, uint32_t intno, void *user);
+
+struct dv_state {
+    uc_reg_fn reg_read;
+    uc_reg_fn reg_write;
+    intr_fn slow;            /* the Python path (Cpu._on_intr) */
+    uint8_t *ram;
+    uint64_t ram_size;
+    uint64_t *regs;          /* env->regs[8] */
+    uint64_t *eip;
+    uint64_t *eflags;
+    uint32_t *hflags;
+    int32_t *old_exception;
+    int32_t *is_int;
+    uint64_t *cr;            /* env->cr[0..4] */
+    struct seg_cache *segs;  /* env->segs[0..9]: ES CS SS DS FS GS LDT TR GDT IDT */
+    uint32_t enabled;        /* 0: always Python (e.g. while an observer wants every trap) */
+    int32_t reg_eflags, reg_ss, reg_cs;
+    uint32_t pad;
+    uint64_t seq;            /* trap sequence number, shared with Python's records */
+    uint64_t fast;           /* deliveries done here */
+    uint32_t ring_pos;
+    uint32_t pad2;
+    struct dv_rec ring[DV_RING];
+};
+
+#define PG 0x80000000u
+#define WP 0x00010000u
+#define PSE 0x10u
+
+static inline uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+
+/* Linear -> physical for a supervisor access that must not fault (else -1).  Sets the
+ * accessed (and for writes dirty) bits as the MMU would, as emu/cpu.py's walk does. */
+static int sys_walk(struct dv_state *s, uint32_t va, int write, uint32_t *pa)
+{
+    uint64_t cr0 = s->cr[0];
+    if (!(cr0 & PG)) {
+        *pa = va;
+        return 0;
+    }
+    uint64_t pde_addr = (s->cr[3] & 0xFFFFF000u) | ((va >> 20) & 0xFFC);
+    if (pde_addr + 4 > s->ram_size)
+        return -1;
+    uint32_t pde = rd32(s->ram + pde_addr);
+    if (!(pde & 1))
+        return -1;
+    if ((pde & 0x80) && (s->cr[4] & PSE)) {
+        if (write && !(pde & 2) && (cr0 & WP))
+            return -1;
+        uint32_t want = pde | 0x20 | (write ? 0x40 : 0);
+        if (want != pde)
+            wr32(s->ram + pde_addr, want);
+        *pa = (pde & 0xFFC00000u) | (va & 0x3FFFFF);
+        return 0;
+    }
+    uint64_t pte_addr = (pde & 0xFFFFF000u) | ((va >> 10) & 0xFFC);
+    if (pte_addr + 4 > s->ram_size)
+        return -1;
+    uint32_t pte = rd32(s->ram + pte_addr);
+    if (!(pte & 1))
+        return -1;
+    if (write && !(pde & pte & 2) && (cr0 & WP))
+        return -1;
+    if (!(pde & 0x20))
+        wr32(s->ram + pde_addr, pde | 0x20);
+    uint32_t want = pte | 0x20 | (write ? 0x40 : 0);
+    if (want != pte)
+        wr32(s->ram + pte_addr, want);
+    *pa = (pte & 0xFFFFF000u) | (va & 0xFFF);
+    return 0;
+}
+
+static int sys_read8(struct dv_state *s, uint32_t va, uint32_t *lo, uint32_t *hi)
+{
+    uint32_t pa0, pa1;
+    if (sys_walk(s, va, 0, &pa0) || sys_walk(s, va + 4, 0, &pa1))
+        return -1;
+    if ((uint64_t)pa0 + 4 > s->ram_size || (uint64_t)pa1 + 4 > s->ram_size)
+        return -1;
+    *lo = rd32(s->ram + pa0);
+    *hi = rd32(s->ram + pa1);
+    return 0;
+}
+
+static int descriptor(struct dv_state *s, uint32_t sel, uint32_t *lo, uint32_t *hi)
+{
+    struct seg_cache *gdt = &s->segs[8];
+    if (sel & 4)
+        return -1;
+    if ((sel & ~7u) + 7 > gdt->limit)
+        return -1;
+    return sys_read8(s, (uint32_t)gdt->base + (sel & ~7u), lo, hi);
+}
+
+void l4emu_intr_cb(void *uc, uint32_t intno, void *user)
+{
+    struct dv_state *s = (struct dv_state *)user;
+    if (!s->enabled || !*s->is_int || intno > 255)
+        goto slow;
+    uint32_t cpl = *s->hflags & 3;
+    struct seg_cache *idt = &s->segs[9];
+    if (intno * 8 + 7 > idt->limit)
+        goto slow;
+    uint32_t lo, hi, dlo, dhi;
+    if (sys_read8(s, (uint32_t)idt->base + intno * 8, &lo, &hi))
+        goto slow;
+    uint32_t gtype = (hi >> 8) & 0x1F;
+    if ((gtype != 0xE && gtype != 0xF) || ((hi >> 13) & 3) < cpl || !(hi & 0x8000))
+        goto slow;
+    uint32_t sel = (lo >> 16) & 0xFFFF, offset = (hi & 0xFFFF0000u) | (lo & 0xFFFF);
+    if (!(sel & ~3u) || descriptor(s, sel, &dlo, &dhi))
+        goto slow;
+    uint32_t access = (dhi >> 8) & 0xFF;
+    /* a present, non-conforming code segment of DPL 0 */
+    if ((access & 0x18) != 0x18 || (access & 0x04) || ((access >> 5) & 3) != 0 ||
+        !(access & 0x80))
+        goto slow;
+    uint32_t eip = (uint32_t)*s->eip, esp = (uint32_t)s->regs[4];
+    uint32_t frame[5], n;
+    uint32_t new_esp, new_ss = 0;
+    uint32_t eflags;
+    if (s->reg_read(uc, s->reg_eflags, &eflags))
+        goto slow;
+    if (cpl > 0) {
+        struct seg_cache *tr = &s->segs[7];
+        uint32_t slo, shi;
+        if (tr->limit < 4 + 7 || sys_read8(s, (uint32_t)tr->base + 4, &new_esp, &new_ss))
+            goto slow;
+        new_ss &= 0xFFFF;
+        if (!(new_ss & ~3u) || (new_ss & 3) || descriptor(s, new_ss, &slo, &shi))
+            goto slow;
+        uint32_t sacc = (shi >> 8) & 0xFF;
+        if (((sacc >> 5) & 3) != 0 || (sacc & 0x1A) != 0x12 || !(sacc & 0x80))
+            goto slow;
+        /* pushed first to last: SS, ESP, EFLAGS, CS, EIP */
+        frame[0] = s->segs[2].selector; frame[1] = esp; frame[2] = eflags;
+        frame[3] = s->segs[1].selector; frame[4] = eip;
+        n = 5;
+    } else {
+        new_esp = esp;
+        frame[0] = eflags; frame[1] = s->segs[1].selector; frame[2] = eip;
+        n = 3;
+    }
+    uint32_t pas[5];
+    uint32_t sp = new_esp;
+    for (uint32_t i = 0; i < n; i++) {
+        sp -= 4;
+        if (sys_walk(s, sp, 1, &pas[i]) || (uint64_t)pas[i] + 4 > s->ram_size)
+            goto slow;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        wr32(s->ram + pas[i], frame[i]);
+    /* commit, as Cpu._deliver_once: CPL, stack, entry, flags; then SS and CS via the engine */
+    *s->hflags = (*s->hflags & ~3u);
+    *s->old_exception = -1;
+    s->regs[4] = sp;
+    *s->eip = offset;
+    uint64_t clear = 0x100 | 0x4000 | 0x10000 | 0x20000 | (gtype == 0xE ? 0x200 : 0);
+    *s->eflags &= ~clear;
+    uint16_t v16;
+    if (cpl > 0) {
+        v16 = (uint16_t)new_ss;
+        s->reg_write(uc, s->reg_ss, &v16);
+    }
+    v16 = (uint16_t)(sel & ~3u);
+    s->reg_write(uc, s->reg_cs, &v16);
+    struct dv_rec *r = &s->ring[s->ring_pos++ % DV_RING];
+    r->seq = ++s->seq;
+    r->vector = intno;
+    r->eip = eip;
+    r->cpl = cpl;
+    s->fast++;
+    return;
+slow:
+    s->slow(uc, intno, user);
+}
+
+size_t l4emu_dv_state_size(void)
+{
+    return sizeof(struct dv_state);
+}
+
 /* A Python module so that setuptools builds and installs the library; Python reaches the
  * functions above through ctypes (emu/cpu.py), never through this module object. */
 static struct PyModuleDef blockhook_module = {
