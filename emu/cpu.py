@@ -624,6 +624,7 @@ class Cpu:
             err = _lib.uc_reg_write(self.h, regid, ctypes.byref(self._v32))
         if err:
             raise ValueError(f"cannot write register {regid}: {_lib.uc_strerror(err).decode()}")
+        self.forget_last_block()        # the native counter's "same block again" shortcut
 
     @property
     def eip(self) -> int:

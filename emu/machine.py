@@ -242,6 +242,7 @@ class Machine:
         for name, value in (regs or {}).items():
             uc.reg_write(getattr(X, "UC_X86_REG_" + name.upper()), value)
         uc.reg_write(X.UC_X86_REG_EIP, eip)
+        self.cpu.forget_last_block()
         self._partial = 0
         self.halted = False
 

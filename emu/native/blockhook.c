@@ -78,9 +78,11 @@ void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
         s->emu_stop(uc);
         return;
     }
-    uint64_t cr3 = *s->cr3;
-    if (va == s->last_va && size == s->last_size && cr3 == s->last_cr3) {
-        /* The block that ran last again: a loop, the common case. */
+    if (va == s->last_va && size == s->last_size) {
+        /* The block that ran last again: a loop, the common case.  CR3 need not be compared:
+         * a CR3 write ends its block, so between two runs of one block in different address
+         * spaces another block always runs; and the host forgets `last` whenever it changes
+         * CR3 or restores a snapshot. */
         if (s->total + s->last_icount > s->limit) {
             s->cut_icount = s->last_icount;
             goto limit;
@@ -88,6 +90,7 @@ void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
         s->total += s->last_icount;
         return;
     }
+    uint64_t cr3 = *s->cr3;
     uint64_t i = slot_of(s, va, cr3, size);
     for (;;) {
         struct bh_entry *e = &s->table[i];
