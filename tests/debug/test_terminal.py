@@ -95,9 +95,14 @@ def test_ctrl_c_stops_a_running_guest(tmp_path):
     try:
         t.wait_for("(l4emu)")
         t.keys("c", "Enter")
-        time.sleep(0.5)
-        t.keys("C-c")
-        t.wait_for("stopped: interrupted (Ctrl-C)")
+        # Under load the run may not have started when the first Ctrl-C arrives (at the
+        # prompt it only clears the line): press it again until the run reports the stop.
+        deadline = time.monotonic() + 20
+        while "stopped: interrupted (Ctrl-C)" not in t.screen():
+            assert time.monotonic() < deadline, t.screen()
+            time.sleep(0.5)
+            t.keys("C-c")
+            time.sleep(0.5)
         t.keys("q", "Enter")
         t.wait_for("EXITED 0")
     finally:
