@@ -93,8 +93,8 @@ class BlockState(ctypes.Structure):
     """Mirror of `struct bh_state` in emu/native/blockhook.c."""
 
     _fields_ = [
-        ("total", ctypes.c_uint64), ("budget", ctypes.c_uint64),
-        ("last_va", ctypes.c_uint64), ("last_cr3", ctypes.c_uint64),
+        ("total", ctypes.c_uint64), ("budget", ctypes.c_uint64), ("limit", ctypes.c_uint64),
+        ("fast_bound", ctypes.c_uint64), ("last_va", ctypes.c_uint64),
         ("last_size", ctypes.c_uint32), ("last_icount", ctypes.c_uint32),
         ("irq_waiting", ctypes.c_uint32), ("stopped", ctypes.c_uint32),
         ("cr3", ctypes.c_void_p), ("eflags", ctypes.c_void_p), ("hflags", ctypes.c_void_p),
@@ -102,7 +102,7 @@ class BlockState(ctypes.Structure):
         ("miss_va", ctypes.c_uint64), ("miss_cr3", ctypes.c_uint64),
         ("miss_size", ctypes.c_uint32), ("watch_hit", ctypes.c_uint32),
         ("table", ctypes.c_void_p), ("mask", ctypes.c_uint64), ("used", ctypes.c_uint64),
-        ("limit", ctypes.c_uint64), ("cut_icount", ctypes.c_uint32), ("pad3", ctypes.c_uint32),
+        ("cut_icount", ctypes.c_uint32), ("pad3", ctypes.c_uint32),
     ]
 
 
@@ -697,6 +697,7 @@ class Cpu:
         Returns the engine's error code (0 for none)."""
         st = self.bh
         st.budget = 0 if self.stop_requested else budget
+        st.fast_bound = 0
         st.stopped = STOP_NONE
         return _lib.uc_emu_start(self.h, self.env.eip & 0xFFFFFFFF, 0, 0, 0)
 
@@ -704,13 +705,22 @@ class Cpu:
         """Execute at most `n` instructions with Unicorn's exact counter (for single steps)."""
         st = self.bh
         st.budget = 0 if self.stop_requested else 1 << 62
+        st.fast_bound = 0
         st.stopped = STOP_NONE
         return _lib.uc_emu_start(self.h, self.env.eip & 0xFFFFFFFF, 0, 0, n)
 
     def request_stop(self) -> None:
         """Stop before the next block (callable from any hook); `clear_stop()` undoes it."""
         self.stop_requested = True
-        self.bh.budget = 0
+        self.end_budget()
+
+    def end_budget(self, at: int = 0) -> None:
+        """End the run at the first block that starts at or after `at` (0: the next block).
+        Safe from any hook; it also cancels the native counter's same-block shortcut."""
+        st = self.bh
+        if at < st.budget:
+            st.budget = at
+        st.fast_bound = 0
 
     def clear_stop(self) -> None:
         self.stop_requested = False

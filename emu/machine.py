@@ -258,7 +258,7 @@ class Machine:
         """A device write or an APIC change may have made an interrupt deliverable: end the
         budget at the next block so the run loop takes it without delay."""
         if self.intr.pending():
-            self.cpu.bh.budget = 0
+            self.cpu.end_budget()
 
     def _guest_exit(self, status: int) -> None:
         """isa-debug-exit: the machine powers off at this `out` instruction.  The engine still
@@ -278,9 +278,7 @@ class Machine:
         self.cpu.request_stop()
 
     def _lower_budget(self, when: int) -> None:
-        st = self.cpu.bh
-        if when < st.budget:
-            st.budget = when
+        self.cpu.end_budget(when)
 
     # -- breakpoints ---------------------------------------------------------------------
     def add_breakpoint(self, addr: int, temporary: bool = False) -> Breakpoint:

@@ -36,8 +36,14 @@ struct bh_state {
     uint64_t total;        /* retired instructions, counted a whole block at a time */
     uint64_t budget;       /* stop before any block that starts at total >= budget; the host
                               sets it to 0 to stop at the next block */
+    uint64_t limit;        /* never run a block that would end past this count: the run stops
+                              before it (STOP_LIMIT) and the host finishes it exactly */
+    uint64_t fast_bound;   /* the last block may run again at once while total + its count
+                              stays <= this: min(limit, budget - 1 + count), 0 while an
+                              interrupt waits.  The host zeroes it whenever it changes the
+                              budget, the limit or irq_waiting, sending the next block the
+                              slow way, which recomputes it. */
     uint64_t last_va;      /* the last block counted: its key and count (last_size 0: none) */
-    uint64_t last_cr3;
     uint32_t last_size;
     uint32_t last_icount;
     uint32_t irq_waiting;  /* an interrupt is pending but EFLAGS.IF was clear or a shadow on */
@@ -53,14 +59,13 @@ struct bh_state {
     struct bh_entry *table;
     uint64_t mask;         /* table size - 1 (a power of two) */
     uint64_t used;
-    uint64_t limit;        /* never run a block that would end past this count: the run stops
-                              before it (STOP_LIMIT) and the host finishes it exactly */
     uint32_t cut_icount;   /* STOP_LIMIT: the instruction count of the block not started */
     uint32_t pad3;
 };
 
 #define EFLAGS_IF 0x200
 #define HF_INHIBIT_IRQ 0x8
+#define unlikely(x) __builtin_expect(!!(x), 0)
 
 static inline uint64_t slot_of(const struct bh_state *s, uint64_t va, uint64_t cr3, uint32_t size)
 {
@@ -68,57 +73,71 @@ static inline uint64_t slot_of(const struct bh_state *s, uint64_t va, uint64_t c
     return (h ^ (h >> 29)) & s->mask;
 }
 
-void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
+static void stop(void *uc, struct bh_state *s, uint32_t why)
 {
-    struct bh_state *s = (struct bh_state *)user;
+    s->stopped = why;
+    s->emu_stop(uc);
+}
+
+/* Everything but "the same block again": the budget stop, the interrupt window, a lookup
+ * of the block's count, a miss, the limit.  Out of line so the common path stays short. */
+static __attribute__((noinline)) void block_slow(void *uc, uint64_t va, uint32_t size,
+                                                  struct bh_state *s)
+{
     if (s->total >= s->budget ||
         (s->irq_waiting && (*s->eflags & EFLAGS_IF) && !(*s->hflags & HF_INHIBIT_IRQ))) {
         /* Out of budget, or sti/iret/popf just opened the door to a waiting interrupt. */
-        s->stopped = STOP_BUDGET;
-        s->emu_stop(uc);
+        stop(uc, s, STOP_BUDGET);
         return;
     }
+    uint32_t icount;
     if (va == s->last_va && size == s->last_size) {
-        /* The block that ran last again: a loop, the common case.  CR3 need not be compared:
-         * a CR3 write ends its block, so between two runs of one block in different address
-         * spaces another block always runs; and the host forgets `last` whenever it changes
-         * CR3 or restores a snapshot. */
-        if (s->total + s->last_icount > s->limit) {
-            s->cut_icount = s->last_icount;
-            goto limit;
+        icount = s->last_icount;
+    } else {
+        uint64_t cr3 = *s->cr3;
+        uint64_t i = slot_of(s, va, cr3, size);
+        for (;;) {
+            struct bh_entry *e = &s->table[i];
+            if (e->size == size && e->va == va && e->cr3 == cr3) {
+                icount = e->icount;
+                break;
+            }
+            if (e->size == 0) {
+                s->miss_va = va;
+                s->miss_cr3 = cr3;
+                s->miss_size = size;
+                stop(uc, s, STOP_MISS);
+                return;
+            }
+            i = (i + 1) & s->mask;
         }
-        s->total += s->last_icount;
+    }
+    if (s->total + icount > s->limit) {
+        s->cut_icount = icount;
+        stop(uc, s, STOP_LIMIT);
         return;
     }
-    uint64_t cr3 = *s->cr3;
-    uint64_t i = slot_of(s, va, cr3, size);
-    for (;;) {
-        struct bh_entry *e = &s->table[i];
-        if (e->size == size && e->va == va && e->cr3 == cr3) {
-            if (s->total + e->icount > s->limit) {
-                s->cut_icount = e->icount;
-                goto limit;
-            }
-            s->total += e->icount;
-            s->last_va = va;
-            s->last_cr3 = cr3;
-            s->last_size = size;
-            s->last_icount = e->icount;
-            return;
-        }
-        if (e->size == 0)
-            break;
-        i = (i + 1) & s->mask;
+    s->total += icount;
+    s->last_va = va;
+    s->last_size = size;
+    s->last_icount = icount;
+    uint64_t b = s->budget ? s->budget - 1 + icount : 0;
+    s->fast_bound = s->irq_waiting ? 0 : (b < s->limit ? b : s->limit);
+}
+
+void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
+{
+    struct bh_state *s = (struct bh_state *)user;
+    /* The block that ran last again (a loop: the common case), inside the budget and the
+     * limit, no interrupt waiting.  CR3 need not be compared: a CR3 write ends its block, so
+     * between two runs of one block in different address spaces another block always runs;
+     * and the host forgets `last` whenever it changes CR3 or restores a snapshot. */
+    uint64_t t = s->total + s->last_icount;
+    if (va == s->last_va && size == s->last_size && t <= s->fast_bound) {
+        s->total = t;
+        return;
     }
-    s->stopped = STOP_MISS;
-    s->miss_va = va;
-    s->miss_cr3 = cr3;
-    s->miss_size = size;
-    s->emu_stop(uc);
-    return;
-limit:
-    s->stopped = STOP_LIMIT;
-    s->emu_stop(uc);
+    block_slow(uc, va, size, s);
 }
 
 /* The cheapest possible block callback, for benchmarks only: it shows the floor that any
