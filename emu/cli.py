@@ -1,4 +1,4 @@
-"""The `l4emu` command line: boot, build, and (later) bench and debug.
+"""The `l4emu` command line: boot, build, debug and bench.
 
     l4emu boot KERNEL|IMAGE.toml [--module FILE[:CMDLINE]]... [--cmdline S] [-m MIB]
                [--max-insns N] [--disk FILE[,ro]]... [--rtc now|ISO-DATE] [--stats]
@@ -60,7 +60,8 @@ def _rtc_arg(text: str) -> Optional[datetime]:
                                          "such as 2026-01-01T12:00:00") from None
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer (decimal or 0x hex)."""
     try:
         value = int(text, 0)
     except ValueError:
@@ -109,9 +110,9 @@ def _boot_options(b: argparse.ArgumentParser) -> None:
     b.add_argument("--module", action="append", type=_module_arg, default=[],
                    metavar="FILE[:CMDLINE]", help="a multiboot module (repeatable)")
     b.add_argument("--cmdline", default=None, help="the kernel command line")
-    b.add_argument("-m", "--memory", type=_positive, default=None, metavar="MIB",
+    b.add_argument("-m", "--memory", type=positive_int, default=None, metavar="MIB",
                    help="RAM in MiB (default 256, or the image's)")
-    b.add_argument("--max-insns", type=_positive, default=None, metavar="N",
+    b.add_argument("--max-insns", type=positive_int, default=None, metavar="N",
                    help="stop after N guest instructions")
     b.add_argument("--disk", action="append", type=_disk_arg, default=[],
                    metavar="FILE[,ro]", help="an ATA disk image (first master, then slave)")

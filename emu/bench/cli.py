@@ -14,19 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli import positive_int as _positive
 from ..errors import UserError
 
 WORK_KIB = 1024         # servers/bench/main.c WORK_BYTES: the working sets of all members
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be positive")
-    return v
 
 
 def _size(text: str) -> int:
