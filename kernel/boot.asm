@@ -188,6 +188,9 @@ boot_space:
     call space_create
     test eax, eax
     jz boot_oom
+    push eax
+    call io_allow_all                   ; sigma0 and the root task own every I/O port
+    pop eax
     shl ebx, TASK_ENTRY_SHIFT
     add ebx, tasks
     mov [ebx + TASK_PD], eax

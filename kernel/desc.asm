@@ -9,16 +9,17 @@
 ; to irq.asm, 0x30-0x36 to entry.asm; int3 and the system calls have DPL 3, every other
 ; vector DPL 0, so `int n` from user mode for any other n is a #GP the kernel handles.
 ;
-; TSS: only SS0:ESP0 (the current thread's kernel stack top, set at every switch) matter;
-; the I/O bitmap offset points past the limit, so user I/O is always denied (IOPL is 0).
+; TSS: only SS0:ESP0 (the current thread's kernel stack top, set at every switch) and the I/O
+; bitmap matter.  The CPU sees the TSS at IO_TSS_VIRT (space.asm maps its page there, followed
+; by each space's I/O bitmap); the kernel writes it through `tss`, the same memory.  IOPL is 0.
 
 .section .text
 desc_init:
     push ebx
     ; TSS descriptor: base = tss, limit 103, type 9 (available 32-bit TSS), present
-    mov eax, tss
+    mov eax, IO_TSS_VIRT                ; its alias next to the per-space I/O bitmap
     mov ebx, gdt
-    mov word ptr [ebx + 0x28], 103
+    mov word ptr [ebx + 0x28], IO_TSS_LIMIT
     mov [ebx + 0x2A], ax
     shr eax, 16
     mov [ebx + 0x2C], al
@@ -52,7 +53,7 @@ desc_reload:
     ; TSS
     mov ebx, tss
     mov dword ptr [ebx + 8], L4_SEL_KDATA       ; ss0
-    mov word ptr [ebx + 0x66], 104              ; I/O map base beyond the limit: no ports
+    mov word ptr [ebx + 0x66], 104              ; I/O map base: the bitmap page after it
     mov ax, L4_SEL_TSS
     ltr ax
     ; IDT: every vector to `unexpected_vector`, then the real ones from idt_table
@@ -141,21 +142,21 @@ idt_table:
     .long 18, exc_mc, 0x8E00
     .long 19, exc_xm, 0x8E00
     .long 0x20, irq0_entry, 0x8E00
-    .long 0x21, irq_other, 0x8E00
-    .long 0x22, irq_other, 0x8E00
-    .long 0x23, irq_other, 0x8E00
-    .long 0x24, irq_other, 0x8E00
-    .long 0x25, irq_other, 0x8E00
-    .long 0x26, irq_other, 0x8E00
-    .long 0x27, irq_other, 0x8E00
-    .long 0x28, irq_other, 0x8E00
-    .long 0x29, irq_other, 0x8E00
-    .long 0x2A, irq_other, 0x8E00
-    .long 0x2B, irq_other, 0x8E00
-    .long 0x2C, irq_other, 0x8E00
-    .long 0x2D, irq_other, 0x8E00
-    .long 0x2E, irq_other, 0x8E00
-    .long 0x2F, irq_other, 0x8E00
+    .long 0x21, irq1_entry, 0x8E00
+    .long 0x22, irq2_entry, 0x8E00
+    .long 0x23, irq3_entry, 0x8E00
+    .long 0x24, irq4_entry, 0x8E00
+    .long 0x25, irq5_entry, 0x8E00
+    .long 0x26, irq6_entry, 0x8E00
+    .long 0x27, irq7_entry, 0x8E00
+    .long 0x28, irq8_entry, 0x8E00
+    .long 0x29, irq9_entry, 0x8E00
+    .long 0x2A, irq10_entry, 0x8E00
+    .long 0x2B, irq11_entry, 0x8E00
+    .long 0x2C, irq12_entry, 0x8E00
+    .long 0x2D, irq13_entry, 0x8E00
+    .long 0x2E, irq14_entry, 0x8E00
+    .long 0x2F, irq15_entry, 0x8E00
     .long 0x30, fastpath_ipc, 0xEE00
     .long 0x31, int_id_nearest, 0xEE00
     .long 0x32, int_fpage_unmap, 0xEE00
@@ -169,6 +170,8 @@ idt_table:
 .align 8
 idt:
     .space 2048
-.align 16
+.align 4096
+tss_page:                               ; mapped at IO_TSS_VIRT & ~0xFFF in every space
+    .space 4096 - 104
 tss:
     .space 104

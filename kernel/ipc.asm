@@ -75,6 +75,7 @@ ipc_do:
     je ipc_rcv_phase
     cmp eax, 3                          ; 0/1 short, 2/3 short map (bit 0, deceit, is ignored)
     ja ipc_long_send
+ipc_short_send:
     mov eax, [ebp + TCB_DEST_LO]
     mov edx, [ebp + TCB_DEST_HI]
     call tcb_lookup
@@ -122,7 +123,9 @@ ipc_snd_queue:
     cmp eax, IS_DONE
     je ipc_ret
     jmp ipc_result                      ; an error dope
-ipc_long_send:
+ipc_long_send:                          ; only an exception message or a register-frame reply
+    call exc_send_check                 ; (trap.asm) CF clear: go on as a short message
+    jnc ipc_short_send
     mov eax, L4_IPC_SEMSGCUT
     jmp ipc_result
 ipc_snd_not_existent:
@@ -202,7 +205,15 @@ ipc_rcv_state:
 ipc_rcv_pick:
     call sched_pick
     jmp resume_tcb
-ipc_rcv_not_existent:
+ipc_rcv_not_existent:                   ; no such thread: an interrupt's ID? (irq.asm)
+    mov eax, [ebp + TCB_DEST_LO]
+    mov edx, [ebp + TCB_DEST_HI]
+    call irq_attach
+    jc ipc_rcv_ne
+    test esi, esi
+    jnz ipc_rcv_block                   ; wait for the interrupt
+    jmp ipc_ret                         ; a pending one was delivered
+ipc_rcv_ne:
     mov eax, L4_IPC_ENOT_EXISTENT
     jmp ipc_result
 ipc_rcv_timeout:
@@ -250,12 +261,12 @@ ipc_transfer:
     jz xfer_done
     mov ecx, [edi + TCB_RCV_DESC]
     test cl, L4_IPC_RMAP
-    jz xfer_done                        ; no window: the words arrive, nothing is mapped
+    jz xfer_no_window
     push ebx
     mov eax, ecx                        ; receive window
     mov edx, [esi + TCB_MSG0]           ; snd_base
     mov ecx, [esi + TCB_MSG1]           ; send fpage
-    call map_fpage                      ; eax = 0 ok, else out of memory
+    call map_fpage                      ; eax = 0 ok, 1 out of memory, 2 not a memory fpage
     pop ebx
     test eax, eax
     jnz xfer_map_failed
@@ -263,9 +274,30 @@ ipc_transfer:
     xor eax, eax
 xfer_done:
     ret
+; The rare cases stay off the map path (the page-fault round trip is measured): an exception
+; message (EXC_SND_DESC, dword 1 = EXC_MSG1, which map_fpage refuses as too small) and an I/O
+; flexpage (L4_IOFPAGE_MARK and up, which map_fpage finds outside user space or too small).
+xfer_no_window:                         ; no window: the words arrive, nothing is mapped
+    cmp dword ptr [esi + TCB_SND_DESC], EXC_SND_DESC
+    je exc_deliver_frame                ; (trap.asm)
+    ret
 xfer_map_failed:
+    cmp eax, 2
+    je xfer_special
     mov dword ptr [edi + TCB_RES_DOPE], L4_IPC_REMAPFAILED
     mov eax, L4_IPC_SEMAPFAILED
+    ret
+xfer_special:
+    xor eax, eax
+    cmp dword ptr [esi + TCB_SND_DESC], EXC_SND_DESC
+    je exc_deliver_frame
+    cmp dword ptr [esi + TCB_MSG1], L4_IOFPAGE_MARK
+    jb xfer_done                        ; an fpage with nothing to map
+    mov ecx, [esi + TCB_MSG1]
+    call io_map                         ; (space.asm)
+    test eax, eax
+    jnz xfer_map_failed
+    mov dword ptr [edi + TCB_RES_DOPE], L4_IPC_DOPE_FPAGE_RECEIVED
     ret
 
 ; ipc_after_send: esi = a sender whose message the current thread (ebp) just took, eax = 0 or

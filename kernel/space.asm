@@ -121,8 +121,210 @@ si_not_first:
     or eax, PTE_U | PTE_W | PTE_P
     mov edx, master_pd + PDE_KIP * 4
     mov [edx], eax
+    ; the TSS's page and an I/O bitmap that denies every port, shared by every space
+    push ebx
+    call pool_alloc
+    test eax, eax
+    jz boot_oom
+    mov ebx, eax                        ; the page table
+    call pool_alloc
+    test eax, eax
+    jz boot_oom
+    mov edx, eax                        ; the all-ones bitmap page (both halves)
+    lea edi, [eax + KOFF]
+    mov eax, -1
+    mov ecx, 1024
+    rep stosd
+    or edx, PTE_P
+    mov [ebx + KOFF + 4], edx
+    mov [ebx + KOFF + 8], edx
+    mov edx, tss_page - KOFF
+    or edx, PTE_W | PTE_P
+    mov [ebx + KOFF], edx
+    mov [io_deny_pt], ebx
+    or ebx, PTE_W | PTE_P
+    mov edx, master_pd + PDE_IO * 4
+    mov [edx], ebx
+    pop ebx
     mov eax, cr3
     mov cr3, eax
+    ret
+
+; -- I/O ports (l4emu: docs/abi.md "I/O ports") ----------------------------------------------
+; io_private: eax = page directory -> eax = kernel address of its own I/O page table (entries
+; 1 and 2: the two bitmap pages), allocated (all ports denied) if it has none; 0 if the pool
+; is empty.  Preserves all else.
+io_private:
+    push ebx
+    push ecx
+    push edx
+    push edi
+    mov ebx, eax
+    mov edx, [ebx + PD_IO_KOFF]
+    and edx, PAGE_MASK                  ; (the CPU sets the accessed bit)
+    cmp edx, [io_deny_pt]
+    jne iop_have
+    call pool_alloc
+    test eax, eax
+    jz iop_out
+    mov edx, eax                        ; the table
+    mov ecx, 2
+iop_page:
+    call pool_alloc
+    test eax, eax
+    jz iop_oom
+    push ecx
+    push eax
+    lea edi, [eax + KOFF]
+    mov eax, -1
+    mov ecx, 1024
+    rep stosd
+    pop eax
+    pop ecx
+    or eax, PTE_W | PTE_P               ; supervisor: the CPU reads it, the user cannot
+    mov edi, ecx
+    xor edi, 3                          ; ecx 2, 1 -> entry 1, 2
+    mov [edx + edi*4 + KOFF], eax
+    loop iop_page
+    mov eax, tss_page - KOFF
+    or eax, PTE_W | PTE_P
+    mov [edx + KOFF], eax
+    or edx, PTE_W | PTE_P
+    mov [ebx + PD_IO_KOFF], edx
+    cmp ebx, [cur_space]
+    jne iop_have
+    mov cr3, ebx                        ; the old translations of the bitmap go
+iop_have:
+    and edx, PAGE_MASK
+    lea eax, [edx + KOFF]
+iop_out:
+    pop edi
+    pop edx
+    pop ecx
+    pop ebx
+    ret
+iop_oom:
+    mov eax, [edx + KOFF + 4]           ; the first bitmap page, if it was allocated
+    test eax, eax
+    jz iop_oom_pt
+    and eax, PAGE_MASK
+    call pool_free
+iop_oom_pt:
+    mov eax, edx
+    call pool_free
+    xor eax, eax
+    jmp iop_out
+
+; io_bit: eax = kernel address of an I/O page table, ecx = port -> eax = kernel address of
+; the bitmap byte, edx = the bit's mask.  Clobbers nothing else.
+io_bit:
+    push ecx
+    mov edx, ecx
+    shr edx, 15                         ; which page
+    mov eax, [eax + edx*4 + 4]
+    and eax, PAGE_MASK
+    mov edx, ecx
+    shr edx, 3
+    and edx, 0xFFF
+    lea eax, [eax + edx + KOFF]
+    and ecx, 7
+    mov edx, 1
+    shl edx, cl
+    pop ecx
+    ret
+
+; io_map: from ipc_transfer; esi = sender, edi = receiver (with a receive window), ecx = an I/O
+; flexpage (L4_IOFPAGE_*: port base, log2 size, grant).  Every port of the range the sender
+; may use becomes the receiver's; with grant the sender loses it.  eax = 0, or
+; L4_IPC_SEMAPFAILED when the pool is empty.  Preserves ebx, esi, edi, ebp.
+io_map:
+    push ebx
+    push ebp
+    mov eax, ecx
+    shr eax, L4_FPAGE_SIZE_SHIFT
+    and eax, L4_FPAGE_SIZE_MASK
+    cmp eax, 16
+    jbe iom_size
+    mov eax, 16
+iom_size:
+    push ecx
+    mov ecx, eax
+    mov ebp, 1
+    shl ebp, cl                         ; ports
+    pop ecx
+    mov ebx, ecx
+    shr ebx, L4_IOFPAGE_PORT_SHIFT
+    and ebx, 0xFFFF
+    mov eax, ebp
+    dec eax
+    not eax
+    and ebx, eax                        ; aligned to the size
+    and ecx, L4_FPAGE_GRANT
+    mov [iom_grant], ecx
+    mov eax, [esi + TCB_SPACE]
+    mov edx, [eax + PD_IO_KOFF]
+    and edx, PAGE_MASK
+    cmp edx, [io_deny_pt]
+    je iom_done                         ; the sender has no ports
+    add edx, KOFF
+    mov [iom_src], edx
+    mov eax, [edi + TCB_SPACE]
+    call io_private
+    test eax, eax
+    jz iom_oom
+    mov [iom_dst], eax
+iom_loop:
+    mov ecx, ebx
+    mov eax, [iom_src]
+    call io_bit
+    test [eax], dl
+    jnz iom_next                        ; the sender may not use it
+    cmp dword ptr [iom_grant], 0
+    je iom_give
+    or [eax], dl
+iom_give:
+    mov eax, [iom_dst]
+    call io_bit
+    not edx
+    and [eax], dl
+iom_next:
+    inc ebx
+    dec ebp
+    jnz iom_loop
+iom_done:
+    xor eax, eax
+    pop ebp
+    pop ebx
+    ret
+iom_oom:
+    mov eax, L4_IPC_SEMAPFAILED
+    pop ebp
+    pop ebx
+    ret
+
+; io_allow_all: eax = page directory: every port (sigma0 and the root task at boot).
+io_allow_all:
+    call io_private
+    test eax, eax
+    jz boot_oom
+    push edi
+    push ecx
+    mov edx, eax
+    mov ecx, 1
+iaa_page:
+    mov eax, [edx + ecx*4]
+    and eax, PAGE_MASK
+    lea edi, [eax + KOFF]
+    push ecx
+    xor eax, eax
+    mov ecx, 1024
+    rep stosd
+    pop ecx
+    inc ecx
+    cmp ecx, 2
+    jbe iaa_page
+    pop ecx
+    pop edi
     ret
 
 ; space_create -> eax = a new page directory (physical): empty user half, the shared kernel
@@ -172,6 +374,21 @@ sd_next:
     inc ecx
     cmp ecx, PDE_KERNEL_FIRST
     jb sd_loop
+    mov edx, [ebx + PD_IO_OFF]         ; its own I/O bitmap: two pages and the table
+    and edx, PAGE_MASK
+    cmp edx, [io_deny_pt]
+    je sd_free
+    push eax
+    mov eax, [edx + KOFF + 4]
+    and eax, PAGE_MASK
+    call pool_free
+    mov eax, [edx + KOFF + 8]
+    and eax, PAGE_MASK
+    call pool_free
+    mov eax, edx
+    call pool_free
+    pop eax
+sd_free:
     call pool_free
     pop edx
     pop ecx
@@ -265,7 +482,7 @@ map_fpage:
     shr ebx, L4_FPAGE_SIZE_SHIFT
     and ebx, L4_FPAGE_SIZE_MASK
     cmp ebx, L4_PAGESHIFT
-    jb mf_nothing
+    jb mf_refused
     cmp ebx, 32
     jbe mf_s_ok
     mov ebx, 32
@@ -274,7 +491,7 @@ mf_s_ok:
     shr edx, L4_FPAGE_SIZE_SHIFT
     and edx, L4_FPAGE_SIZE_MASK
     cmp edx, L4_PAGESHIFT
-    jb mf_nothing
+    jb mf_refused
     cmp edx, 32
     jbe mf_r_ok
     mov edx, 32
@@ -331,7 +548,7 @@ mf_range:                               ; eax = size mask
     mov eax, edx
 mf_clip_max:
     cmp eax, L4_USER_LIMIT
-    jae mf_nothing
+    jae mf_refused
     mov edx, L4_USER_LIMIT
     sub edx, eax
     shr edx, 12
@@ -474,6 +691,12 @@ mf_flush:
     mov cr3, eax
 mf_nothing:
     xor eax, eax
+    pop ebp
+    ret
+mf_refused:                             ; too small or beyond user space: an I/O flexpage or an
+    cmp dword ptr [esi + TCB_MSG1], L4_IOFPAGE_MARK     ; exception message? (ipc.asm)
+    jb mf_nothing
+    mov eax, 2
     pop ebp
     ret
 mf_oom:
@@ -636,3 +859,7 @@ mf_spd: .long 0
 mf_rpd: .long 0
 mf_spte: .long 0
 mf_entry: .long 0
+io_deny_pt: .long 0                     ; the shared I/O table (every port denied)
+iom_src: .long 0
+iom_dst: .long 0
+iom_grant: .long 0

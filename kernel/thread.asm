@@ -6,7 +6,7 @@
 ; any well-formed ID therefore reads memory and compares the ID, and finds nothing where no
 ; thread exists.
 
-.equ TCB_HEADER_DWORDS, 44              ; TCB_HEADER / 4
+.equ TCB_HEADER_DWORDS, 45              ; TCB_HEADER / 4
 
 .section .text
 ; tcb_lookup: edx:eax = thread ID -> eax = its TCB, or 0 if there is no such thread (also for
@@ -274,9 +274,14 @@ sys_lthread_ex_regs:
     mov eax, [esi + TCB_PAGER_HI]
     mov [exr_old + 16], eax
     mov eax, [esi + TCB_PREEMPT_LO]
+    mov edx, [esi + TCB_PREEMPT_HI]
+    test dword ptr [ebx + R_EAX], L4_EXREGS_EXC_HANDLER
+    jz exr_old_pre
+    mov eax, [esi + TCB_EXCH_LO]        ; extension: the exception handler instead
+    mov edx, [esi + TCB_EXCH_HI]
+exr_old_pre:
     mov [exr_old + 20], eax
-    mov eax, [esi + TCB_PREEMPT_HI]
-    mov [exr_old + 24], eax
+    mov [exr_old + 24], edx
     cmp dword ptr [esi + TCB_STATE], TS_DEAD
     je exr_dead
     cmp esi, ebp
@@ -323,8 +328,7 @@ exr_preempter:
     and ecx, edx
     cmp ecx, -1
     je exr_out
-    mov [esi + TCB_PREEMPT_LO], eax
-    mov [esi + TCB_PREEMPT_HI], edx
+    call exr_store_pre
 exr_out:
     mov eax, [exr_old]
     mov [ebx + R_EAX], eax
@@ -383,9 +387,21 @@ exr_pager_ok:
     and ecx, edx
     cmp ecx, -1
     je exr_out
+    call exr_store_pre
+    jmp exr_out
+
+; exr_store_pre: esi = TCB, eax:edx = a thread ID: the preempter, or with
+; L4_EXREGS_EXC_HANDLER in the caller's EAX (ebx = its frame) the exception handler.
+exr_store_pre:
+    test dword ptr [ebx + R_EAX], L4_EXREGS_EXC_HANDLER
+    jnz esp_exch
     mov [esi + TCB_PREEMPT_LO], eax
     mov [esi + TCB_PREEMPT_HI], edx
-    jmp exr_out
+    ret
+esp_exch:
+    mov [esi + TCB_EXCH_LO], eax
+    mov [esi + TCB_EXCH_HI], edx
+    ret
 
 ; id_nearest (ESI:EDI = destination, nil = myself) -> ESI:EDI = the partner a message really
 ; reaches, EAX = 0 (same clan).  Without clan redirection (part 1) that is the destination.

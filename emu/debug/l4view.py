@@ -37,9 +37,50 @@ this one sends to or receives from), `timeout` (when its IPC times out), `pager`
 
 TCBs are read through the current page tables (the kernel is mapped in every space); a slot
 whose page is not mapped is skipped, as L4 kernels map TCB pages lazily.
+
+Trace points (`trace ipc`, `trace ctx`) are the kernel's instructions where an IPC message has
+been delivered and where the CPU passes to another thread.  The debugger puts a machine
+breakpoint on each while that trace is on, prints a line when it is reached and goes on (the
+guest sees nothing: same instructions, same count).  The kernel describes them:
+
+    [trace]
+    fields = { msg0 = 0x6C, res_dope = 0x7C }   # extra TCB fields the points read: name =
+                                                # offset (a dword) or { offset, type }
+    ctx = [                                     # a table or a list of tables
+      { symbol = "resume_tcb",                  # where: a kernel symbol (plus `offset`)
+        from = "esp & ~0x3FF",                  # TCB of the thread that stops running
+        to = "eax",                             # TCB of the thread that runs next
+        space = "tcb:space of eax",             # its page directory (0: keeps the current)
+        old_space = "cr3" },                    # the one before (default: CR3 here)
+    ]
+    ipc = [
+      { symbol = "fastpath_same_space", path = "fast path",
+        sender = "eax", receiver = "ecx",       # TCBs
+        w0 = "edx", w1 = "ebx",                 # the two message words
+        dope = "0",                             # the receiver's result (message dope)
+        snd = "0", rcv = "[esp + 12]" },        # the sender's descriptors: what kind of IPC
+      { symbol = "ipc_transfer", at = "return", ...,
+        kind = { page-fault = "tcb:rcv_state of esi == 5" } },   # labels the kernel's own
+    ]
+
+Every value is a debugger expression (docs/debugging.md: registers, `[addr]`, symbols,
+arithmetic) evaluated when the instruction at the point is about to execute, plus
+`tcb:FIELD of REG`: the field FIELD (from `[trace] fields`, else `[tcb.fields]`) of the TCB
+whose address is in register (or symbol) REG.  `at = "return"` evaluates the values instead
+when the function entered at `symbol` returns (the dword at ESP on entry is the return
+address; the return is the first time execution reaches it with ESP 4 higher), for a routine
+whose result is only known at its end.  `path` is a label printed with the line.  `snd` and
+`rcv` (V2 descriptors, default 0) name the operation: a nil receive (0xFFFFFFFF) is a
+`send`, an open one (bit 0) `reply-wait`, any other `call`; a send descriptor with bit 1 adds
+`map`; `kind` (label = condition) overrides that: the first label whose condition holds
+names it (the kernel's page-fault and exception IPCs).  Lines:
+
+    [count] ipc 6.0 -> 5.0 call w0=0x1 w1=0x0 ok (fast path)
+    [count] ctx 6.0 -> 5.0 (cr3 0x00152000)
 """
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +149,27 @@ class Field:
 
 
 @dataclass
+class TracePoint:
+    """One `[trace]` point: `kind` is "ipc" or "ctx"; `values` maps a role (sender, w0, to,
+    ...) to its expression."""
+
+    kind: str
+    symbol: str
+    offset: int = 0
+    at: str = "entry"            # or "return"
+    path: str = ""
+    values: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)     # ipc: label -> condition
+
+
+_TRACE_ROLES = {
+    "ipc": ({"sender", "receiver"}, {"w0", "w1", "dope", "snd", "rcv"}),
+    "ctx": ({"to"}, {"from", "space", "old_space"}),
+}
+_TCB_REF = re.compile(r"tcb:(\w+)\s+of\s+(\$?[A-Za-z_.][\w.]*)")
+
+
+@dataclass
 class Layout:
     symbols: dict[str, Any]
     stride: int
@@ -116,6 +178,8 @@ class Layout:
     lthread: tuple[int, int] = (10, 7)
     task: tuple[int, int] = (17, 11)
     source: str = "built-in default"
+    trace_fields: dict[str, Field] = field(default_factory=dict)
+    trace: dict[str, list[TracePoint]] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -137,13 +201,71 @@ def parse_layout(text: str, source: str = "built-in default") -> Layout:
             fields[name] = Field(name, int(spec["offset"]), t, spec.get("enum"))
         enums = {n: {int(k): str(v) for k, v in e.items()} for n, e in d.get("enum", {}).items()}
         tid = d.get("tid", {})
-        return Layout(syms, int(tcb.get("stride", 0x800)), fields, enums,
-                      tuple(tid.get("lthread", (10, 7))), tuple(tid.get("task", (17, 11))),
-                      source)
+        layout = Layout(syms, int(tcb.get("stride", 0x800)), fields, enums,
+                        tuple(tid.get("lthread", (10, 7))), tuple(tid.get("task", (17, 11))),
+                        source)
+        _parse_trace(layout, d.get("trace", {}), source)
+        return layout
     except LayoutError:
         raise
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
         raise LayoutError(f"{source}: bad L4 layout ({e})") from None
+
+
+def _parse_trace(layout: Layout, t: dict, source: str) -> None:
+    """The `[trace]` section: extra fields and the ipc/ctx points (see the module docstring)."""
+    for name, spec in t.get("fields", {}).items():
+        if isinstance(spec, int):
+            spec = {"offset": spec}
+        ty = spec.get("type", "u32")
+        if ty not in _SIZES:
+            raise LayoutError(f"{source}: trace field '{name}' has unknown type '{ty}'")
+        layout.trace_fields[name] = Field(name, int(spec["offset"]), ty)
+    for kind, (required, optional) in _TRACE_ROLES.items():
+        specs = t.get(kind, [])
+        if isinstance(specs, dict):
+            specs = [specs]
+        points = []
+        for spec in specs:
+            where = f"{source}: [trace] {kind} point {spec.get('symbol', '?')!r}"
+            if not isinstance(spec.get("symbol"), str):
+                raise LayoutError(f"{source}: a [trace] {kind} point needs a 'symbol'")
+            at = spec.get("at", "entry")
+            if at not in ("entry", "return"):
+                raise LayoutError(f"{where}: 'at' is \"entry\" or \"return\", not {at!r}")
+            kinds = spec.get("kind", {}) if kind == "ipc" else {}
+            if not isinstance(kinds, dict):
+                raise LayoutError(f"{where}: 'kind' is a table: label = \"condition\"")
+            kinds = {str(k): str(v) for k, v in kinds.items()}
+            values = {k: str(v) for k, v in spec.items()
+                      if k not in ("symbol", "offset", "at", "path", "kind")}
+            missing = required - set(values)
+            unknown = set(values) - required - optional
+            if missing:
+                raise LayoutError(f"{where} needs '{sorted(missing)[0]}'")
+            if unknown:
+                raise LayoutError(f"{where}: unknown key '{sorted(unknown)[0]}'")
+            for v in list(values.values()) + list(kinds.values()):
+                for m in _TCB_REF.finditer(v):
+                    if m.group(1) not in layout.trace_fields and m.group(1) not in layout.fields:
+                        raise LayoutError(f"{where}: no TCB field '{m.group(1)}' "
+                                          "([trace] fields or [tcb.fields])")
+            points.append(TracePoint(kind, spec["symbol"], int(spec.get("offset", 0)), at,
+                                     str(spec.get("path", "")), values, kinds))
+        layout.trace[kind] = points
+
+
+_WIDTH = {1: "byte", 2: "word", 4: "dword"}
+
+#: V2 IPC error codes (message dope bits 4-7).
+IPC_ERRORS = {
+    0x10: "not existent", 0x20: "receive timeout", 0x30: "send timeout",
+    0x40: "receive cancelled", 0x50: "send cancelled", 0x60: "receive map failed",
+    0x70: "send map failed", 0x80: "send page-fault timeout", 0x90: "receive page-fault "
+    "timeout (sender)", 0xA0: "receive page-fault timeout", 0xB0: "send page-fault timeout "
+    "(receiver)", 0xC0: "receive aborted", 0xD0: "send aborted", 0xE0: "receive message cut",
+    0xF0: "send message cut",
+}
 
 
 def find_layout(explicit: Optional[str], kernel: Optional[str]) -> Layout:
@@ -454,3 +576,73 @@ class L4View:
         if pd is None:
             return [f"no task {task:x} (or its TCBs have no 'space' field)"]
         return [f"task {task:x}:"] + mappings(self.m, pd)
+
+
+# -- trace lines ---------------------------------------------------------------------------------
+class TraceFormatter:
+    """Evaluates a trace point's values and formats its line; `evaluate(text)` is the
+    debugger's expression evaluator (raises on a bad expression or address)."""
+
+    def __init__(self, view: "L4View", evaluate) -> None:
+        self.view = view
+        self.evaluate = evaluate
+
+    def expand(self, text: str) -> str:
+        lay = self.view.layout
+
+        def sub(m):
+            f = lay.trace_fields.get(m.group(1)) or lay.fields[m.group(1)]
+            return f"{_WIDTH.get(_SIZES[f.type], 'dword')}[({m.group(2)}) + {f.offset:#x}]"
+        return _TCB_REF.sub(sub, text)
+
+    def values(self, point: TracePoint) -> dict[str, int]:
+        return {k: self.evaluate(self.expand(v)) & 0xFFFFFFFF for k, v in point.values.items()}
+
+    def thread(self, tcb: int) -> str:
+        t = self.view.by_addr(tcb)
+        if t is None or "id" not in t.values:
+            return f"kernel@{tcb:#010x}"      # not a TCB: e.g. the boot stack
+        v = t.values["id"]
+        return "idle" if v == 0xFFFFFFFF else self.view.tid(v)
+
+    def line(self, point: TracePoint) -> str:
+        v = self.values(point)
+        if point.kind == "ctx":
+            frm = self.thread(v["from"]) if "from" in v else "?"
+            new = v.get("space", 0)
+            old = v.get("old_space", self.evaluate("cr3"))
+            if not new:
+                sp = "space kept"
+            elif new == old:
+                sp = "same space"
+            else:
+                sp = f"cr3 {new:#010x}"
+            via = f", {point.path}" if point.path else ""
+            return f"ctx {frm} -> {self.thread(v['to'])} ({sp}{via})"
+        snd, rcv = v.get("snd", 0), v.get("rcv", 0)
+        special = next((label for label, cond in point.kinds.items()
+                        if self.evaluate(self.expand(cond))), None)
+        if special is not None:
+            op = special
+        elif rcv == 0xFFFFFFFF:
+            op = "send"
+        elif rcv & 1:
+            op = "reply-wait"
+        else:
+            op = "call"
+        if special is None and snd != 0xFFFFFFFF and snd & 2:
+            op += " map"
+        words = "".join(f" {w}={v[w]:#x}" for w in ("w0", "w1") if w in v)
+        res = ""
+        if "dope" in v:
+            dope = v["dope"]
+            err = dope & 0xF0
+            if err:
+                res = f" error {err:#x} ({IPC_ERRORS.get(err, '?')})"
+            elif dope & 0x02:
+                res = " ok, fpage received"
+            else:
+                res = " ok"
+        tag = f" ({point.path})" if point.path else ""
+        return (f"ipc {self.thread(v['sender'])} -> {self.thread(v['receiver'])} {op}"
+                f"{words}{res}{tag}")

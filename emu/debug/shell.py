@@ -33,7 +33,7 @@ from ..memory import BadPhysical, PageFault
 from . import views
 from .expr import Context, ExprError, evaluate
 from .gdbstub import step, write_virt
-from .l4view import L4View, LayoutError, find_layout
+from .l4view import L4View, LayoutError, TraceFormatter, TracePoint, find_layout
 from .reverse import History
 from .symbols import SymbolTable
 
@@ -84,6 +84,12 @@ class Debugger:
         self.points: dict[int, Point] = {}
         self._next_point = 1
         self.trace: set[str] = set()
+        #: `trace ipc|ctx` points entered with `at = "return"`: (point, return address, ESP
+        #: after the return) until execution gets back there.
+        self._trace_pending: list[tuple[TracePoint, int, int]] = []
+        #: Machine breakpoints the trace points added for the current run.
+        self._trace_bps: set[int] = set()
+        self._in_run = False
         self.finished: Optional[RunResult] = None
         self.quit = False
         self._x_state = ("x", "w", None)
@@ -290,7 +296,11 @@ class Debugger:
         added = target is not None and target not in m.breakpoints
         if added:
             m.add_breakpoint(target)
+        points = self._trace_points()
+        self._in_run = True
         try:
+            for addr in list(points) + [ret for _, ret, _ in self._trace_pending]:
+                self._trace_bp(addr)
             with self._sigint(), self._tracing():
                 while True:
                     r = self._slice()
@@ -298,6 +308,7 @@ class Debugger:
                         continue
                     if r.reason is Stop.BREAKPOINT:
                         eip = m.cpu.eip
+                        self._trace_at(eip, points)
                         hit = self._breakpoint_hit(eip)
                         if hit is not None:
                             return r, hit
@@ -312,9 +323,66 @@ class Debugger:
                         return r, p
                     return r, None
         finally:
-            if added and target not in {p.addr for p in self.points.values()
-                                        if p.kind == "break"}:
+            self._in_run = False
+            user = {p.addr for p in self.points.values() if p.kind == "break"}
+            if added and target not in user:
                 m.remove_breakpoint(target)
+            for addr in self._trace_bps - user:
+                m.remove_breakpoint(addr)
+            self._trace_bps.clear()
+
+    # -- trace ipc / ctx: the kernel's trace points ---------------------------------------------
+    def _trace_points(self) -> dict[int, list[TracePoint]]:
+        """Address -> the points of the traced kinds there (ipc before ctx)."""
+        out: dict[int, list[TracePoint]] = {}
+        if not self.l4.available or self.symbols.kernel is None:
+            return out
+        for kind in ("ipc", "ctx"):
+            if kind not in self.trace:
+                continue
+            for p in self.l4.layout.trace.get(kind, []):
+                a = self.symbols.kernel.by_name.get(p.symbol)
+                if a is not None:
+                    out.setdefault((a + p.offset) & 0xFFFFFFFF, []).append(p)
+        return out
+
+    def _trace_bp(self, addr: int) -> None:
+        if self._in_run and addr not in self.m.breakpoints:
+            self.m.add_breakpoint(addr)
+            self._trace_bps.add(addr)
+
+    def _trace_at(self, eip: int, points: dict[int, list[TracePoint]]) -> None:
+        """Execution is about to run the instruction at `eip`: print the lines of the trace
+        points there (and of the functions with `at = "return"` that return here)."""
+        if not points and not self._trace_pending:
+            return
+        esp = views.read_reg(self.m, "esp")
+        for item in list(self._trace_pending):
+            p, ret, sp = item
+            if ret == eip and sp == esp:
+                self._trace_pending.remove(item)
+                self._trace_line(p)
+        for p in points.get(eip, ()):
+            if p.at == "return":
+                try:
+                    ret = self._dword(esp)
+                except (PageFault, BadPhysical) as e:
+                    self.out(f"[{self.m.cpu.exact_total()}] {p.kind} at {p.symbol}: cannot "
+                             f"read the return address: {_why(e)}")
+                    continue
+                self._trace_pending.append((p, ret, (esp + 4) & 0xFFFFFFFF))
+                del self._trace_pending[:-64]      # a routine that never returned: forget it
+                self._trace_bp(ret)
+            else:
+                self._trace_line(p)
+
+    def _trace_line(self, p: TracePoint) -> None:
+        where = f"{self.m.cpu.exact_total()}"
+        try:
+            text = TraceFormatter(self.l4, lambda e: evaluate(e, self.ctx)).line(p)
+        except (ExprError, PageFault, BadPhysical) as e:
+            text = f"{p.kind} at {p.symbol}: {_why(e)}"
+        self.out(f"[{where}] {text}")
 
     def _slice(self) -> Optional[RunResult]:
         """Run one slice; None if it ended only because the slice did.  Slices are short so
@@ -404,8 +472,10 @@ class Debugger:
         m = self.m
         bps = {p.addr for p in self.points.values() if p.kind == "break"}
         hit = []
+        points = self._trace_points()
 
         def at_breakpoint() -> bool:
+            self._trace_at(m.cpu.eip, points)
             # Stepping N stops early at a breakpoint whose condition holds, as gdb's does.
             if m.cpu.eip in bps:
                 p = self._breakpoint_hit(m.cpu.eip)
@@ -416,6 +486,8 @@ class Debugger:
 
         with self._sigint(), self._tracing():
             r = step(m, n, at_breakpoint)
+            if not hit and r.reason is Stop.STEPPED:
+                self._trace_at(m.cpu.eip, points)      # step() checks all but the last
         if hit:
             r = RunResult(Stop.BREAKPOINT, r.insns, None, r.detail)
         self.report(r, hit[0] if hit else None)
@@ -785,26 +857,45 @@ class Debugger:
             return [f"no symbol matches {a:#010x}"]
         return [f"{a:#010x} is {d}" + (f" [{line}]" if line else "")]
 
+    def _trace_missing(self, kind: str) -> Optional[str]:
+        """Why `trace KIND` (ipc, ctx) cannot work on this image, or None."""
+        if not self.l4.available:
+            return f"trace {kind}: {self.l4.missing()}"
+        points = self.l4.layout.trace.get(kind, [])
+        if not points:
+            return (f"trace {kind}: the L4 layout ({self.l4.layout.source}) has no [trace] "
+                    f"{kind} points")
+        names = self.symbols.kernel.by_name if self.symbols.kernel is not None else {}
+        lost = [p.symbol for p in points if p.symbol not in names]
+        if lost:
+            return (f"trace {kind}: the kernel has no symbol '{lost[0]}' (the L4 layout "
+                    f"{self.l4.layout.source} names it)")
+        return None
+
     def cmd_trace(self, args: str) -> None:
         parts = args.split()
-        kinds_now = {"trap", "io"}
         if not parts:
             self.out("tracing: " + (", ".join(sorted(self.trace)) or "off"))
             return
         if parts[0] not in ("on", "off"):
             raise CommandError("usage: trace on|off [trap|io|ipc|ctx]")
-        kinds = set(parts[1:]) or ({"trap", "io"} if parts[0] == "on" else set(self.trace))
-        bad = kinds - {"trap", "io", "ipc", "ctx"}
+        explicit = set(parts[1:])
+        bad = explicit - {"trap", "io", "ipc", "ctx"}
         if bad:
             raise CommandError(f"unknown trace kind '{sorted(bad)[0]}': trap, io, ipc or ctx")
-        for k in sorted(kinds - kinds_now):
-            self.out(f"trace {k}: comes with the L4 kernel (it needs the kernel's IPC and "
-                     "switch points); not available yet")
-        kinds &= kinds_now
         if parts[0] == "on":
+            kinds = set(explicit) or {"trap", "io", "ipc", "ctx"}
+            for k in sorted(kinds & {"ipc", "ctx"}):
+                why = self._trace_missing(k)
+                if why is not None:
+                    kinds.discard(k)
+                    if k in explicit:
+                        self.out(why)
             self.trace |= kinds
         else:
+            kinds = explicit or set(self.trace)
             self.trace -= kinds
+            self._trace_pending = [t for t in self._trace_pending if t[0].kind in self.trace]
         self.out("tracing: " + (", ".join(sorted(self.trace)) or "off"))
 
     # -- commands: going back ---------------------------------------------------------------------
@@ -822,6 +913,7 @@ class Debugger:
         self._replay_warning()
         self.history.goto(target)
         self.finished = None
+        self._trace_pending.clear()
         self.out(f"back {now - target} instruction{'s' if now - target != 1 else ''}, at "
                  f"instruction {target}")
         self.out(self.where())
@@ -841,6 +933,7 @@ class Debugger:
                 return True
 
         self._replay_warning()
+        self._trace_pending.clear()
         target = self.history.previous_stop(now, is_stop)
         if target is None:
             self.history.goto(self.history.start)

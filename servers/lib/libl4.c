@@ -173,6 +173,37 @@ void l4_lthread_ex_regs(l4_umword_t lthread, l4_umword_t eip, l4_umword_t esp,
     }
 }
 
+l4_threadid_t l4_exception_handler(l4_umword_t lthread, l4_threadid_t handler)
+{
+    struct l4_regs r = {lthread | L4_EXREGS_EXC_HANDLER | L4_EXREGS_NO_CANCEL, ~0u, ~0u,
+                        handler.low, ~0u, ~0u, handler.high};
+    l4_syscall(&r, L4_SYS_LTHREAD_EX_REGS);
+    return (l4_threadid_t){r.ebx, r.ebp};
+}
+
+l4_msgdope_t l4_exc_receive(l4_threadid_t *src, struct l4_exc_msg *m, l4_timeout_t timeout)
+{
+    m->size_dope = l4_msg_dwords(L4_EXC_FRAME_DWORDS);
+    m->snd_dope = 0;
+    int open = l4_is_nil(*src);
+    struct l4_regs r = {L4_IPC_NIL_DESCRIPTOR, timeout, 0, 0, src->low, src->high,
+                        (l4_umword_t)(uintptr_t)m | (open ? L4_IPC_OPEN_IPC : 0)};
+    l4_syscall(&r, L4_SYS_IPC);
+    *src = (l4_threadid_t){r.esi, r.edi};
+    m->w[0] = r.edx;            /* (also in the buffer when the frame arrived) */
+    m->w[1] = r.ebx;
+    return r.eax;
+}
+
+l4_msgdope_t l4_exc_reply(l4_threadid_t dest, struct l4_exc_msg *m, l4_timeout_t timeout)
+{
+    m->snd_dope = l4_msg_dwords(L4_EXC_FRAME_DWORDS);
+    struct l4_regs r = {(l4_umword_t)(uintptr_t)m, timeout, m->w[0], m->w[1], dest.low,
+                        dest.high, L4_IPC_NIL_DESCRIPTOR};
+    l4_syscall(&r, L4_SYS_IPC);
+    return r.eax;
+}
+
 l4_threadid_t l4_task_new(l4_threadid_t task, l4_umword_t mcp_or_chief, l4_umword_t esp,
                           l4_umword_t eip, l4_threadid_t pager)
 {

@@ -284,11 +284,6 @@ def test_trace_trap_and_io(tmp_path):
     assert "the machine stopped: triple-fault" in out
 
 
-def test_trace_ipc_waits_for_the_kernel(tmp_path):
-    r = debug_script(HELLO_IMAGE, "trace on ipc\ntrace\n", tmp_path=tmp_path)
-    assert "trace ipc: comes with the L4 kernel" in r.stdout
-
-
 def test_help_and_unknown_help(tmp_path):
     r = debug_script(HELLO_IMAGE, "help\nhelp c\nhelp nope\n", tmp_path=tmp_path)
     out = r.stdout

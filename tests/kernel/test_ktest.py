@@ -21,7 +21,8 @@ GUEST_TESTS = [
     "ipc_timeout_zero", "ipc_timeout_finite", "ipc_not_existent", "ipc_dead_thread",
     "ipc_cancel", "ipc_map_window", "ipc_grant", "ipc_map_sizes",
     "pagefault_pager", "fpage_unmap", "sigma0_protocol", "sigma0_superpage",
-    "exregs_create", "exregs_modify",
+    "exregs_create", "exregs_modify", "exc_int80", "exc_gp", "exc_hostile",
+    "io_ports", "irq_rtc",
     "task_lifecycle", "task_not_chief", "task_clan",
     "sched_priority_preempt", "sched_round_robin", "thread_switch_donation",
     "thread_schedule_mcp",
@@ -90,3 +91,11 @@ def test_hostile_threads_die_with_a_kernel_report(run):
     rest = [k for k, _ in kills[4:]]
     assert rest.count("#GP") == 18 and rest[-4:] == ["#UD", "#DE", "#NM", "#UD"], rest
     assert "killed: #GP error 0x00000402" in run.text          # int 0x80: gate DPL check
+
+
+def test_exceptions_become_ipc_with_a_handler(run):
+    """exc_int80, exc_gp: with an exception handler, int 0x80 (#GP 0x402), #GP, #UD, #DE and
+    #NM are messages to it and its reply changes the registers (the guest checks the frame
+    and the resumed state): no kill line; a handler that does not exist kills as before."""
+    assert "killed" not in run.section("exc_int80")
+    assert re.findall(r"killed: (#\w+) error", run.section("exc_gp")) == ["#GP"]

@@ -106,6 +106,23 @@ static inline unsigned l4_sched_state(l4_umword_t p) { return (p >> L4_SCHED_STA
 struct l4_exregs { l4_umword_t eflags, eip, esp; l4_threadid_t pager, preempter; };
 void l4_lthread_ex_regs(l4_umword_t lthread, l4_umword_t eip, l4_umword_t esp,
                         l4_threadid_t pager, l4_threadid_t preempter, struct l4_exregs *old);
+/* l4emu extension: set lthread's exception handler (L4_NIL_ID: none, exceptions kill it;
+ * L4_INVALID_ID: unchanged) without cancelling its IPC; returns the old one. */
+l4_threadid_t l4_exception_handler(l4_umword_t lthread, l4_threadid_t handler);
+
+/* A V2 message buffer holding an exception message (docs/abi.md, "Exceptions as IPC"):
+ * w[L4_EXC_TRAP], w[L4_EXC_ERROR], w[L4_EXC_EIP] ... w[L4_EXC_EDI]. */
+struct l4_exc_msg {
+    l4_fpage_t rcv_fpage;
+    l4_msgdope_t size_dope, snd_dope;
+    l4_umword_t w[L4_EXC_FRAME_DWORDS];
+};
+static inline l4_msgdope_t l4_msg_dwords(unsigned n) { return n << L4_MSG_DOPE_DWORDS_SHIFT; }
+/* Receive an exception message from `src` (closed) or anyone (src nil) into m; returns the
+ * dope (l4_msg_dwords(L4_EXC_FRAME_DWORDS) when the frame arrived, an error in 0xF0). */
+l4_msgdope_t l4_exc_receive(l4_threadid_t *src, struct l4_exc_msg *m, l4_timeout_t timeout);
+/* Answer `dest`'s exception: its registers become m->w[L4_EXC_EIP ..]; returns the dope. */
+l4_msgdope_t l4_exc_reply(l4_threadid_t dest, struct l4_exc_msg *m, l4_timeout_t timeout);
 l4_threadid_t l4_task_new(l4_threadid_t task, l4_umword_t mcp_or_chief, l4_umword_t esp,
                           l4_umword_t eip, l4_threadid_t pager);
 /* The ID of task number `task` (lthread 0) as the caller would name it as its chief. */
