@@ -44,7 +44,30 @@ from ..machine import Machine, RunResult, Stop
 from ..memory import BadPhysical, PageFault
 from .views import read_reg, write_reg
 
+#: Instructions a debugger runs between looks at its user (Ctrl-C, a gdb packet).
 SLICE = 2_000_000
+
+
+def run_slice(m: Machine, max_insns: Optional[int]) -> Optional[RunResult]:
+    """One bounded stretch of a debugger's run.  Returns the stop the user should see — the
+    guest's own, the overall limit `max_insns` (an absolute count), or a slice that happened
+    to end right on a breakpoint — or None when only the slice ended."""
+    chunk = SLICE
+    if max_insns is not None:
+        left = max_insns - m.clock.now
+        if left <= 0:
+            return RunResult(Stop.MAX_INSNS, m.clock.now, None,
+                             f"reached the limit of {max_insns} instructions")
+        chunk = min(chunk, left)
+    r = m.run(max_insns=chunk)
+    if r.reason is not Stop.MAX_INSNS:
+        return r
+    if m.cpu.eip in m.breakpoints:
+        return RunResult(Stop.BREAKPOINT, r.insns, None, f"breakpoint at {m.cpu.eip:#010x}")
+    if max_insns is not None and m.clock.now >= max_insns:
+        return RunResult(Stop.MAX_INSNS, m.clock.now, None,
+                         f"reached the limit of {max_insns} instructions")
+    return None
 PACKET_SIZE = 0x4000
 SIGINT, SIGTRAP, SIGABRT, SIGSEGV = 2, 5, 6, 11
 
@@ -527,21 +550,10 @@ class GdbStub:
         m = self.m
         self._interrupt = False
         while True:
-            chunk = SLICE
-            if self.max_insns is not None:
-                left = self.max_insns - m.clock.now
-                if left <= 0:
-                    return RunResult(Stop.MAX_INSNS, m.clock.now, None,
-                                     f"reached the limit of {self.max_insns} instructions")
-                chunk = min(chunk, left)
-            r = m.run(max_insns=chunk)
-            if r.reason is Stop.MAX_INSNS:
-                if m.cpu.eip in m.breakpoints:
-                    return RunResult(Stop.BREAKPOINT, r.insns, None,
-                                     f"breakpoint at {m.cpu.eip:#010x}")
-            elif not (r.reason is Stop.KDEBUG and self.client is None):
-                return r
-            else:
+            r = run_slice(m, self.max_insns)
+            if r is not None:
+                if not (r.reason is Stop.KDEBUG and self.client is None):
+                    return r
                 self.log(f"l4emu: {r.detail}; no debugger attached, continuing")
             if self.stop_flag:
                 return RunResult(Stop.REQUESTED, m.clock.now, None, "interrupted")

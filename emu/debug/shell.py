@@ -32,13 +32,12 @@ from ..machine import Machine, RunResult, Stop
 from ..memory import BadPhysical, PageFault
 from . import views
 from .expr import Context, ExprError, evaluate
-from .gdbstub import step, write_virt
+from .gdbstub import run_slice, step, write_virt
 from .l4view import L4View, LayoutError, TraceFormatter, TracePoint, find_layout
 from .reverse import History
 from .symbols import SymbolTable
 
 PROMPT = "(l4emu) "
-SLICE = 2_000_000
 _TERMINAL = (Stop.EXIT, Stop.TRIPLE_FAULT, Stop.HOST_ERROR, Stop.RESET)
 
 
@@ -387,23 +386,7 @@ class Debugger:
     def _slice(self) -> Optional[RunResult]:
         """Run one slice; None if it ended only because the slice did.  Slices are short so
         that Ctrl-C (handled by Python between them) stops the guest promptly."""
-        m = self.m
-        chunk = SLICE
-        if self.max_insns is not None:
-            left = self.max_insns - m.clock.now
-            if left <= 0:
-                return RunResult(Stop.MAX_INSNS, m.clock.now, None,
-                                 f"reached the limit of {self.max_insns} instructions")
-            chunk = min(chunk, left)
-        r = m.run(max_insns=chunk)
-        if r.reason is not Stop.MAX_INSNS:
-            return r
-        if m.cpu.eip in m.breakpoints:       # the slice ended right on a breakpoint
-            return RunResult(Stop.BREAKPOINT, r.insns, None, f"breakpoint at {m.cpu.eip:#010x}")
-        if self.max_insns is not None and m.clock.now >= self.max_insns:
-            return RunResult(Stop.MAX_INSNS, m.clock.now, None,
-                             f"reached the limit of {self.max_insns} instructions")
-        return None
+        return run_slice(self.m, self.max_insns)
 
     def _breakpoint_hit(self, eip: int) -> Optional[Point]:
         for p in sorted(self.points.values(), key=lambda p: p.number):
