@@ -24,8 +24,8 @@ from unicorn import x86_const as X
 
 from .bus import Device, InterruptPin, IrqBus, MmioBus, PortBus
 from .clock import DEFAULT_IPS, Clock
-from .cpu import (GP, NO_LIMIT, STOP_BUDGET, STOP_LIMIT, STOP_MISS, STOP_NONE, STOP_WATCH,
-                  VECTOR_NAMES, Cpu, Shutdown)
+from .cpu import (GP, NO_LIMIT, STOP_BUDGET, STOP_LIMIT, STOP_MISS, STOP_NONE, STOP_WATCH, Cpu,
+                  Shutdown)
 from .devices.ata import AtaChannel, AtaDisk
 from .devices.cga import CgaText
 from .devices.debugexit import DebugExit
@@ -527,8 +527,8 @@ class Machine:
         clock events and interrupts are taken between them (single stepping); without, they
         run as the rest of one block would, which is how a run ends exactly at a limit.
         With `breakpoints`, an instruction at a breakpoint address stops the run before it
-        (except the first one when `resuming`: the run starts there).  Returns a RunResult when the machine stopped for
-        another reason, else None."""
+        (except the first one when `resuming`: the run starts there).  Returns a RunResult
+        when the machine stopped for another reason, else None."""
         cpu, clock, st = self.cpu, self.clock, self.cpu.bh
         if not self._counted_mode:
             # Unicorn's counting hook only sees blocks translated after it exists: drop every
@@ -707,4 +707,4 @@ def _engine_error_text(err: int, cpu: Cpu) -> str:
     return f"{what} at eip={cpu.eip:#010x}"
 
 
-__all__ = ["Machine", "RunResult", "Stop", "Breakpoint", "VECTOR_NAMES", "field"]
+__all__ = ["Machine", "RunResult", "Stop", "Breakpoint", "Watchpoint", "WatchHit", "Snapshot"]

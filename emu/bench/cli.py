@@ -2,7 +2,8 @@
 
     l4emu bench lat_ctx [-s KIB]... [--procs N...] [--entry int|gate] [--runs R]
                         [--hops H] [--json FILE] [--plot FILE.png] [--quiet]
-    l4emu bench pingpong [--mode inter|intra] [--entry int|gate] [--runs R] [--iters I] [--json FILE]
+    l4emu bench pingpong [--mode inter|intra] [--entry int|gate] [--runs R] [--iters I]
+                         [--json FILE]
     l4emu bench null [--entry int|gate] [--runs R] [--iters I] [--json FILE]
 
 Without --entry both entries are measured (lat_ctx: the gate only, the fast entry, unless
