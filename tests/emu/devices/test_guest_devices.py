@@ -242,8 +242,9 @@ def test_rtc_interrupts_through_irq8(reg_a, reg_b, flags, period):
     32768 >> (rate - 1) Hz; IRQ 8 stays asserted until status C is read (IRQF with UF or PF
     set; the flags themselves are set whether or not their enable is).  IRQ 8 arrives as
     vector 0x28 through the slave 8259A set up as Linux does; the guest waits with `sti; hlt`,
-    so the machine skips to each event and delivers it there: the handler's `rdtsc`, after one instruction (`pushad`), reads the event time + 1.  Three
-    interrupts, the k-th at k periods (rounded down to an instruction)."""
+    so the machine skips to each event and delivers it there: the handler's `rdtsc`, after one
+    instruction (`pushad`), reads the event time + 1. Three interrupts, the k-th at k periods
+    (rounded down to an instruction)."""
     kernel = pic_init(0xFB, 0xFE) + f"""
     mov al, 0x0a
     out 0x70, al
