@@ -39,6 +39,7 @@
 .include "thread.asm"
 .include "task.asm"
 .include "space.asm"
+.include "mapdb.asm"
 .include "irq.asm"
 .include "trap.asm"
 .include "kip.asm"

@@ -10,8 +10,10 @@
 ; and the send base picks where the smaller lies in the larger.  Page by page the sender's
 ; entry is copied (writable only if both the sender's entry and the fpage allow it; grant
 ; removes the sender's); 4 MiB pages stay 4 MiB where both sides are aligned.  Nothing above
-; L4_USER_LIMIT is ever mapped.  Part 1 keeps no mapping database: a mapping replaces what
-; the receiver had there, and fpage_unmap acts on the caller's own space only.
+; L4_USER_LIMIT is ever mapped.  Every mapping installed is recorded in the mapping database
+; (mapdb.asm): an old mapping in the receiver's way is revoked recursively first (the loop then
+; looks at the page again: the revocation may have taken the source too), a grant moves the
+; sender's node, and fpage_unmap revokes what was derived from the caller's pages.
 
 .equ PDE_KERNEL_COUNT, 1024 - PDE_KERNEL_FIRST
 .equ PD_KERNEL_HALF, KOFF + PDE_KERNEL_FIRST * 4    ; kernel address of a PD's kernel half, less the PD
@@ -146,6 +148,7 @@ si_not_first:
     mov edx, master_pd + PDE_IO * 4
     mov [edx], ebx
     pop ebx
+    call mdb_init
     mov eax, cr3
     mov cr3, eax
     ret
@@ -357,6 +360,7 @@ space_destroy:
     mov cr3, ecx
     mov [cur_space], ecx
 sd_not_current:
+    call mdb_space_gone                 ; its mappings and all derived from them go
     lea ebx, [eax + KOFF]
     xor ecx, ecx
 sd_loop:
@@ -557,9 +561,11 @@ mf_clip_max:
     mov [mf_pages], edx
 mf_clipped:
     mov eax, [esi + TCB_SPACE]
+    mov [mf_sspace], eax
     add eax, KOFF
     mov [mf_spd], eax
     mov eax, [edi + TCB_SPACE]
+    mov [mf_rspace], eax
     add eax, KOFF
     mov [mf_rpd], eax
     mov dword ptr [mf_i], 0
@@ -596,30 +602,73 @@ mf_loop:
     jne mf_super_w
     and ebp, 0xFFFFFFFD
 mf_super_w:
-    cmp dword ptr [mf_grant], 0
-    je mf_super_keep
-    mov dword ptr [ebx], 0
-mf_super_keep:
+    mov [mf_entry], ebp
+    or eax, MN_SUPER
+    mov [mf_skey], eax
+    mov eax, [mf_grant]
+    mov [mf_move], eax
+    mov eax, ecx
+    or eax, MN_SUPER
+    mov [mf_dkey], eax
+    cmp eax, [mf_skey]                  ; onto itself: nothing to do
+    jne mf_super_other
+    mov eax, [mf_sspace]
+    cmp eax, [mf_rspace]
+    je mf_super_next
+mf_super_other:
+    push ebx                            ; &source PDE
     shr ecx, 22
     mov ebx, [mf_rpd]
     lea ebx, [ebx + ecx*4]              ; &destination PDE
     mov eax, [ebx]
-    mov [ebx], ebp
-    test eax, PTE_P                     ; a page table that was there goes back to the pool
-    jz mf_super_next
+    test eax, PTE_P
+    jz mf_super_free
     test eax, PTE_PS
-    jnz mf_super_next
-    and eax, PAGE_MASK
-    call pool_free
+    jz mf_super_pt
+    cmp dword ptr [mf_grant], 0         ; a 4 MiB mapping there: the same one again?
+    jne mf_super_drop
+    call mdb_same
+    jne mf_super_drop
+    mov [ebx], ebp                      ; only the rights change
+    pop ebx
+    jmp mf_super_next
+mf_super_drop:                          ; the old mapping goes (recursively); then again
+    pop ebx
+    mov edx, [mf_rspace]
+    mov eax, [mf_dkey]
+    call mdb_drop
+    jmp mf_loop
+mf_super_pt:                            ; a page table: its mappings go, then the table
+    mov edx, [mf_rspace]
+    mov ecx, [mf_dkey]
+    and ecx, SUPER_MASK
+    call mf_drop_pt
+    pop ebx
+    jmp mf_loop
+mf_super_free:
+    call mdb_link
+    test eax, eax
+    jz mf_super_oom
+    mov [ebx], ebp
+    pop ebx
+    cmp dword ptr [mf_grant], 0
+    je mf_super_next
+    mov dword ptr [ebx], 0
 mf_super_next:
     add dword ptr [mf_i], 1024
     jmp mf_loop
+mf_super_oom:
+    pop ebx
+    jmp mf_oom
 mf_super_part:                          ; one 4 KiB piece of it
     mov ebp, eax
     and ebp, 0x3FF000
     and edx, SUPER_MASK | PTE_W
     or edx, ebp
     mov dword ptr [mf_spte], 0          ; (a granted piece of a 4 MiB page stays mapped)
+    and eax, SUPER_MASK
+    or eax, MN_SUPER
+    mov [mf_skey], eax                  ; its node is the 4 MiB page's
     jmp mf_install
 mf_src_pt:
     and edx, PAGE_MASK
@@ -631,6 +680,8 @@ mf_src_pt:
     test edx, PTE_P
     jz mf_next
     mov [mf_spte], ebp
+    and eax, PAGE_MASK
+    mov [mf_skey], eax
 mf_install:                             ; edx = frame | W of the source, ecx = destination
     and edx, PAGE_MASK | PTE_W
     or edx, PTE_U | PTE_P
@@ -639,6 +690,19 @@ mf_install:                             ; edx = frame | W of the source, ecx = d
     and edx, 0xFFFFFFFD
 mf_w_ok:
     mov [mf_entry], edx
+    mov [mf_dkey], ecx
+    xor eax, eax
+    cmp dword ptr [mf_spte], 0
+    je mf_no_move
+    mov eax, [mf_grant]
+mf_no_move:
+    mov [mf_move], eax
+    cmp ecx, [mf_skey]                  ; onto itself: nothing to do
+    jne mf_other
+    mov eax, [mf_sspace]
+    cmp eax, [mf_rspace]
+    je mf_next
+mf_other:
     mov eax, ecx
     shr eax, 22
     mov ebx, [mf_rpd]
@@ -648,10 +712,12 @@ mf_w_ok:
     jz mf_new_pt
     test eax, PTE_PS
     jz mf_have_pt
-    call mf_split                       ; a 4 MiB page there: into a page table
-    test eax, eax
-    jz mf_oom
-    jmp mf_have_pt
+    mov edx, [mf_rspace]                ; a 4 MiB mapping there: it goes; then again
+    mov eax, ecx
+    and eax, SUPER_MASK
+    or eax, MN_SUPER
+    call mdb_drop
+    jmp mf_loop
 mf_new_pt:
     call pool_alloc
     test eax, eax
@@ -662,13 +728,31 @@ mf_have_pt:
     and eax, PAGE_MASK
     shr ecx, 12
     and ecx, 0x3FF
+    lea ebx, [eax + ecx*4 + KOFF]       ; &destination PTE
+    mov eax, [ebx]
+    test eax, PTE_P
+    jz mf_dst_free
+    cmp dword ptr [mf_grant], 0         ; something there: the same mapping again?
+    jne mf_dst_drop
+    call mdb_same
+    jne mf_dst_drop
+    mov edx, [mf_entry]                 ; only the rights change
+    mov [ebx], edx
+    jmp mf_next
+mf_dst_drop:                            ; the old mapping goes (recursively); then again
+    mov edx, [mf_rspace]
+    mov eax, [mf_dkey]
+    call mdb_drop
+    jmp mf_loop
+mf_dst_free:
+    call mdb_link
+    test eax, eax
+    jz mf_oom
     mov edx, [mf_entry]
-    mov [eax + ecx*4 + KOFF], edx
-    cmp dword ptr [mf_grant], 0
+    mov [ebx], edx
+    cmp dword ptr [mf_move], 0
     je mf_next
     mov eax, [mf_spte]
-    test eax, eax
-    jz mf_next
     mov dword ptr [eax], 0
 mf_next:
     inc dword ptr [mf_i]
@@ -704,28 +788,37 @@ mf_oom:
     pop ebp
     ret
 
-; mf_split: ebx = &PDE holding a 4 MiB page -> a page table with the same 1024 mappings;
-; eax = the new PDE, 0 if the pool is empty.  Clobbers edx.
-mf_split:
-    call pool_alloc
-    test eax, eax
-    jz mfs_done
-    push ecx
+; mf_drop_pt: edx = space, ebx = &PDE of a page table, ecx = the 4 MiB's base: every mapping
+; in the table goes (recursively), then the table.  Preserves all but eax.
+mf_drop_pt:
+    push esi
     push edi
-    mov edx, [ebx]
-    and edx, 0xFFFFF07F                 ; drop PS, G and the available bits (7-11)
-    lea edi, [eax + KOFF]
-    mov ecx, 1024
-mfs_loop:
-    mov [edi], edx
-    add edx, 0x1000
-    add edi, 4
-    loop mfs_loop
+    mov esi, [ebx]
+    and esi, PAGE_MASK
+    add esi, KOFF
+    xor edi, edi
+mfd_loop:
+    test dword ptr [esi + edi*4], PTE_P
+    jz mfd_next
+    mov eax, edi
+    shl eax, 12
+    or eax, ecx
+    call mdb_drop
+mfd_next:
+    inc edi
+    cmp edi, 1024
+    jb mfd_loop
+    mov eax, [ebx]
+    mov dword ptr [ebx], 0
+    and eax, PAGE_MASK
+    call pool_free
+    cmp edx, [cur_space]
+    jne mfd_done
+    mov eax, cr3
+    mov cr3, eax
+mfd_done:
     pop edi
-    pop ecx
-    or eax, PTE_U | PTE_W | PTE_P
-    mov [ebx], eax
-mfs_done:
+    pop esi
     ret
 
 ; fpage_unmap (EAX = fpage, ECX = mask: L4_FP_FLUSH_PAGE removes, otherwise read-only;
@@ -733,8 +826,6 @@ mfs_done:
 ; only the caller's own space can be reached, so without L4_FP_ALL_SPACES nothing happens.
 sys_fpage_unmap:
     mov ecx, [ebx + R_ECX]
-    test ecx, L4_FP_ALL_SPACES
-    jz fu_done
     mov eax, [ebx + R_EAX]
     mov edx, eax
     shr edx, L4_FPAGE_SIZE_SHIFT
@@ -782,7 +873,9 @@ fu_loop:
     jnz fu_skip_super
     cmp edx, 1024
     jb fu_skip_super
+    or eax, MN_SUPER
     call fu_apply
+    and eax, PAGE_MASK
     add eax, 0x400000
     sub edx, 1024
     jmp fu_loop
@@ -822,8 +915,25 @@ fu_flush:
     mov cr3, eax
 fu_done:
     ret
-; fu_apply: esi = &entry, ebx = entry, ecx = mask.
+; fu_apply: esi = &entry, ebx = entry, eax = its key (address, | MN_SUPER for 4 MiB), ecx =
+; mask, ebp = the caller.  Everything mapped from it goes or becomes read-only; with
+; L4_FP_ALL_SPACES the caller's own mapping too.  Preserves all.
 fu_apply:
+    push eax
+    push edx
+    mov edx, [ebp + TCB_SPACE]
+    call mdb_find
+    test eax, eax
+    jz fu_plain
+    call mdb_revoke
+    pop edx
+    pop eax
+    ret
+fu_plain:                               ; a boot mapping (no node): nothing derived from it
+    pop edx
+    pop eax
+    test ecx, L4_FP_ALL_SPACES
+    jz fu_apply_done
     test ecx, L4_FP_FLUSH_PAGE
     jz fu_readonly
     mov dword ptr [esi], 0
@@ -831,6 +941,7 @@ fu_apply:
 fu_readonly:
     and ebx, 0xFFFFFFFD
     mov [esi], ebx
+fu_apply_done:
     ret
 
 .section .rodata
@@ -859,6 +970,11 @@ mf_spd: .long 0
 mf_rpd: .long 0
 mf_spte: .long 0
 mf_entry: .long 0
+mf_sspace: .long 0                      ; page directories (physical) of sender and receiver
+mf_rspace: .long 0
+mf_skey: .long 0                        ; the mapping database keys of source and destination
+mf_dkey: .long 0
+mf_move: .long 0                        ; grant of a whole entry: the node moves
 io_deny_pt: .long 0                     ; the shared I/O table (every port denied)
 iom_src: .long 0
 iom_dst: .long 0

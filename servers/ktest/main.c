@@ -108,6 +108,8 @@ int wait_state(l4_threadid_t t, unsigned state, unsigned ms)
     X(ipc_timeout_zero) X(ipc_timeout_finite) X(ipc_not_existent) X(ipc_dead_thread)          \
     X(ipc_cancel) X(ipc_map_window) X(ipc_grant) X(ipc_map_sizes)                           \
     X(pagefault_pager) X(fpage_unmap) X(sigma0_protocol) X(sigma0_superpage)                  \
+    X(fpage_unmap_recursive) X(fpage_unmap_own) X(fpage_remap_readonly) X(fpage_grant_moves)  \
+    X(fpage_map_overwrites) X(fpage_map_cycle)                                                \
     X(exregs_create) X(exregs_modify) X(exc_int80) X(exc_gp) X(exc_hostile) X(io_ports)       \
     X(irq_rtc)                                                                                \
     X(task_lifecycle) X(task_not_chief) X(task_clan)                                          \

@@ -21,7 +21,7 @@ FAST_PATH = {            # entry -> (reply to a closed wait, call to an open wai
     "int": (45, 47),
     "gate": (50, 52),
 }
-PAGE_FAULT_BOUND = 700   # fault -> pager (user C code) -> map -> retry: 597 today
+PAGE_FAULT_BOUND = 700   # fault -> pager (user C code) -> map -> retry: 681 today (597 before the mapping database)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ GUEST_TESTS = [
     "ipc_timeout_zero", "ipc_timeout_finite", "ipc_not_existent", "ipc_dead_thread",
     "ipc_cancel", "ipc_map_window", "ipc_grant", "ipc_map_sizes",
     "pagefault_pager", "fpage_unmap", "sigma0_protocol", "sigma0_superpage",
+    "fpage_unmap_recursive", "fpage_unmap_own", "fpage_remap_readonly", "fpage_grant_moves",
+    "fpage_map_overwrites", "fpage_map_cycle",
     "exregs_create", "exregs_modify", "exc_int80", "exc_gp", "exc_hostile",
     "io_ports", "irq_rtc",
     "task_lifecycle", "task_not_chief", "task_clan",
