@@ -91,7 +91,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from ..memory import BadPhysical, PageFault
+from ..memory import BadPhysical, PageFault, translate
 from .symbols import SymbolTable
 from .views import mappings
 
@@ -180,6 +180,7 @@ class Layout:
     source: str = "built-in default"
     trace_fields: dict[str, Field] = field(default_factory=dict)
     trace: dict[str, list[TracePoint]] = field(default_factory=dict)
+    mapdb: dict[str, Any] = field(default_factory=dict)     # the [mapdb] section, if any
 
     @property
     def size(self) -> int:
@@ -205,11 +206,32 @@ def parse_layout(text: str, source: str = "built-in default") -> Layout:
                         tuple(tid.get("lthread", (10, 7))), tuple(tid.get("task", (17, 11))),
                         source)
         _parse_trace(layout, d.get("trace", {}), source)
+        layout.mapdb = _parse_mapdb(d.get("mapdb", {}), source)
         return layout
     except LayoutError:
         raise
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
         raise LayoutError(f"{source}: bad L4 layout ({e})") from None
+
+
+_MAPDB_NODE = ("space", "key", "parent", "child", "sibling", "hnext")
+
+
+def _parse_mapdb(m: dict, source: str) -> dict[str, Any]:
+    """The `[mapdb]` section: where the kernel's mapping database is and how to read it."""
+    if not m:
+        return {}
+    for k in ("hash", "buckets", "node"):
+        if k not in m:
+            raise LayoutError(f"{source}: [mapdb] needs '{k}'")
+    node = m["node"]
+    for k in _MAPDB_NODE:
+        if k not in node:
+            raise LayoutError(f"{source}: [mapdb] node needs '{k}'")
+    return {"hash": str(m["hash"]), "buckets": int(m["buckets"]),
+            "node": {k: int(node[k]) for k in _MAPDB_NODE},
+            "key_shift": int(m.get("key_shift", 12)), "space_shift": int(m.get("space_shift", 7)),
+            "super": int(m.get("super", 1))}
 
 
 def _parse_trace(layout: Layout, t: dict, source: str) -> None:
@@ -576,6 +598,89 @@ class L4View:
         if pd is None:
             return [f"no task {task:x} (or its TCBs have no 'space' field)"]
         return [f"task {task:x}:"] + mappings(self.m, pd)
+
+
+    # -- the mapping database ------------------------------------------------------------------
+    def _mdb_node(self, addr: int) -> dict[str, int]:
+        off = self.layout.mapdb["node"]
+        raw = self.m.cpu.read_virt(addr, max(off.values()) + 4)
+        return {k: int.from_bytes(raw[o:o + 4], "little") for k, o in off.items()}
+
+    def mdb_find(self, space: int, key: int) -> Optional[int]:
+        """The node of (space, key) through the kernel's hash table, or None."""
+        db = self.layout.mapdb
+        table_ptr = self.symbols.kernel.by_name.get(db["hash"]) if self.symbols.kernel else None
+        if table_ptr is None:
+            return None
+        bucket = ((key >> db["key_shift"]) ^ (space >> db["space_shift"])) & (db["buckets"] - 1)
+        node = self._read(self._read(table_ptr, 4) + 4 * bucket, 4)
+        for _ in range(4096):
+            if not node:
+                return None
+            n = self._mdb_node(node)
+            if n["key"] == key and n["space"] == space:
+                return node
+            node = n["hnext"]
+        return None
+
+    def info_maptree(self, spec: int, va: int) -> list[str]:
+        """The mapping tree the page at `va` of a task belongs to: from the root (the
+        owner's mapping) down, each mapping with its task, address and page-table rights."""
+        if not self.available:
+            return [self.missing()]
+        db = self.layout.mapdb
+        if not db:
+            return ["this kernel's layout has no [mapdb] section: no mapping database to show"]
+        task = self.task_of(spec) if spec >> self.layout.task[0] else spec
+        pd = self._task_space(task)
+        if pd is None:
+            return [f"no task {task:x} (or its TCBs have no 'space' field)"]
+        try:
+            node = self.mdb_find(pd, va & 0xFFFFF000) or \
+                self.mdb_find(pd, (va & 0xFFC00000) | db["super"])
+        except (PageFault, BadPhysical):
+            return ["the mapping database is not readable here"]
+        if node is None:
+            return [f"task {task:x} has no mapping of {va:#010x} in the mapping database (not "
+                    "mapped, or a boot mapping never mapped on)"]
+        spaces = {t.values["space"]: self.task_of(t.values.get("id", 0)) for t in self.threads()
+                  if "space" in t.values}
+        root, seen = node, set()
+        while root not in seen:
+            seen.add(root)
+            parent = self._mdb_node(root)["parent"]
+            if not parent:
+                break
+            root = parent
+        out = [f"mapping tree of task {task:x} {va:#010x} (* = that mapping):"]
+        stack, shown = [(root, 0)], 0
+        while stack and shown < 256:
+            addr, depth = stack.pop()
+            n = self._mdb_node(addr)
+            page = n["key"] & ~db["super"]
+            size = "4M" if n["key"] & db["super"] else "4K"
+            who = spaces.get(n["space"])
+            name = f"task {who:x}" if who is not None else f"space {n['space']:#x}"
+            try:
+                cr = self.m.cpu.mmu_state()
+                frame = translate(self.m.ram, cr[0], n["space"], cr[2], page)
+                writable = True
+                try:
+                    translate(self.m.ram, cr[0], n["space"], cr[2], page, write=True, user=True)
+                except PageFault:
+                    writable = False
+                rights = f"-> {frame:#010x} {'rw' if writable else 'ro'}"
+            except (PageFault, BadPhysical):
+                rights = "-> not mapped"
+            mark = "*" if addr == node else " "
+            out.append(f"{mark} {'  ' * depth}{name} {page:#010x} {size} {rights}")
+            shown += 1
+            children, c = [], n["child"]
+            while c and len(children) < 256:
+                children.append(c)
+                c = self._mdb_node(c)["sibling"]
+            stack.extend((c, depth + 1) for c in reversed(children))
+        return out
 
 
 # -- trace lines ---------------------------------------------------------------------------------

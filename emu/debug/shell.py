@@ -146,7 +146,7 @@ class Debugger:
                             "(default: 10 at EIP)"),
             "backtrace": (self.cmd_bt, "bt", "call stack by the frame-pointer chain"),
             "info": (self.cmd_info, "info WHAT", "tasks threads | tcb ID | space ID | "
-                     "mappings ID | irq | devices | pt [VA [PD]] | breakpoints | symbol ADDR "
+                     "mappings ID [VA] | irq | devices | pt [VA [PD]] | breakpoints | symbol ADDR "
                      "| traps"),
             "trace": (self.cmd_trace, "trace on|off [trap|io|ipc|ctx]", "print events as the "
                       "guest runs"),
@@ -792,7 +792,7 @@ class Debugger:
             "threads": lambda: self.l4.info_threads(),
             "tcb": lambda: self._l4_id(rest, self.l4.info_tcb),
             "space": lambda: self._l4_id(rest, self.l4.info_space),
-            "mappings": lambda: self._l4_id(rest, self.l4.info_mappings),
+            "mappings": lambda: self._info_mappings(rest),
             "irq": lambda: views.irq_state(self.m),
             "devices": lambda: views.devices(self.m),
             "pt": lambda: self._info_pt(rest),
@@ -809,6 +809,15 @@ class Debugger:
                                                       if close else f"; one of: {' '.join(subs)}"))
         for line in subs[what]():
             self.out(line)
+
+    def _info_mappings(self, rest: str) -> list[str]:
+        """`info mappings ID` (the task's page tables) or `info mappings ID VA` (that page's
+        tree in the kernel's mapping database)."""
+        parts = rest.split()
+        if len(parts) >= 2:
+            va = self.eval(" ".join(parts[1:]))
+            return self._l4_id(parts[0], lambda spec: self.l4.info_maptree(spec, va))
+        return self._l4_id(rest, self.l4.info_mappings)
 
     def _l4_id(self, text: str, view) -> list[str]:
         if not self.l4.available:

@@ -29,3 +29,21 @@ def test_info_threads_tasks_and_tcb_on_the_hello_image(tmp_path):
     tcb = out[out.index("(l4emu) info tcb 4.0"):]
     assert "waits for 0xe00c0000 (6.0)" in tcb          # root waits for ping's report
     assert "pager chain: 2.0" in tcb
+
+
+def test_mapping_tree_of_the_page_the_pager_mapped(tmp_path):
+    """`info mappings ID VA`: the page sigma0 gave the root task (at 0x20000000), which the
+    root task's pager then mapped into ping (task 6): one tree, the same frame at each level."""
+    cmds = tmp_path / "cmds"
+    cmds.write_text("c\ninfo mappings 6.0 0x20000000\ninfo mappings 5.0 0x20000000\nq\n")
+    r = subprocess.run([sys.executable, "-m", "emu.cli", "debug",
+                        str(ROOT / "images" / "hello.toml"), "--commands", str(cmds)],
+                       capture_output=True, text=True, timeout=120)
+    out = r.stdout
+    tree = out[out.index("mapping tree of task 6"):].splitlines()[1:4]
+    assert tree[0].split()[:2] == ["task", "2"]               # sigma0's own mapping: the root
+    assert tree[1].split()[:3] == ["task", "4", "0x20000000"]  # the root task's
+    assert tree[2].startswith("*") and "task 6 0x20000000" in tree[2]
+    frames = {line.split("->")[1].split()[0] for line in tree}
+    assert len(frames) == 1 and all(line.endswith("rw") for line in tree)
+    assert "task 5 has no mapping of 0x20000000" in out
