@@ -29,6 +29,7 @@ from .errors import EngineError, UserError
 
 EXIT_BAD_INPUT, EXIT_HOST, EXIT_LIMIT, EXIT_HALTED, EXIT_CRASH, EXIT_INTERRUPTED = (
     2, 3, 124, 125, 126, 130)
+EXIT_SIGPIPE = 141          # 128 + SIGPIPE: stdout was closed under us
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,10 +162,18 @@ def cmd_boot(args) -> int:
     from .machine import Stop
 
     out = sys.stdout.buffer
+    closed = []
 
     def serial_out(data: bytes) -> None:
-        out.write(data)
-        out.flush()
+        if closed:
+            return
+        try:
+            out.write(data)
+            out.flush()
+        except BrokenPipeError:
+            # Whoever read our output has gone (`| head`): stop, quietly, as a shell tool does.
+            closed.append(True)
+            m.request_stop(Stop.REQUESTED, "stdout was closed")
 
     m, _kernel, _modules = prepare_machine(args, serial_out)
     if not sys.stdin.isatty():
@@ -181,6 +190,10 @@ def cmd_boot(args) -> int:
             raise UserError(str(e)) from None
     else:
         r = _run_plain(m, args.max_insns)
+    if closed:
+        # Nothing more can reach stdout; keep the interpreter's own final flush quiet too.
+        sys.stdout = open(os.devnull, "w")
+        return EXIT_SIGPIPE
     out.flush()
     if args.stats:
         _print_stats(m, r)

@@ -284,3 +284,24 @@ def test_rtc_option_sets_the_guest_date(tmp_path):
     r = l4emu("boot", str(k), "--rtc", "2031-05-06T07:08:09")
     assert r.returncode == (0x31 << 1) | 1
     _one_line_error(l4emu("boot", str(k), "--rtc", "yesterday"), b"--rtc")
+
+
+def test_closed_stdout_ends_the_run_quietly(tmp_path):
+    """`l4emu boot ... | head -1`: once stdout is gone the run stops, with status 141
+    (128 + SIGPIPE) and nothing on stderr, as a shell tool does."""
+    k = kernel_elf(tmp_path, """
+      mov dx, 0x3f8
+    again:
+      mov al, 0x41
+      out dx, al
+      mov al, 10
+      out dx, al
+      jmp again
+    """)
+    p = subprocess.Popen([sys.executable, "-m", "emu.cli", "boot", str(k)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() == b"A\n"
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 141
+    assert err == b""
