@@ -12,7 +12,8 @@ Serial output (COM1) goes to stdout; piped stdin is fed to COM1's receiver befor
 Exit status: the guest's, as QEMU's isa-debug-exit reports it ((value << 1) | 1, always odd);
 2 for bad input (one line on stderr, no traceback); and when the guest cannot finish, a
 one-paragraph diagnostic on stderr with 124 (instruction limit), 125 (halted for good: nothing
-can wake the CPU), 126 (triple fault or an engine error), 130 (interrupted), 3 (a host bug).
+can wake the CPU), 126 (triple fault or an engine error), 130 (interrupted), 141 (stdout was
+closed), 3 (a host bug).
 """
 from __future__ import annotations
 
