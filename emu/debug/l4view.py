@@ -572,13 +572,21 @@ class L4View:
                 return t.values["space"]
         return None
 
-    def info_space(self, spec: int) -> list[str]:
+    def _task_and_space(self, spec: int) -> tuple[int, Optional[int], list[str]]:
+        """The task `spec` names (a thread ID or a task number), its page directory, and the
+        lines to print instead when there is none."""
         if not self.available:
-            return [self.missing()]
+            return 0, None, [self.missing()]
         task = self.task_of(spec) if spec >> self.layout.task[0] else spec
         pd = self._task_space(task)
         if pd is None:
-            return [f"no task {task:x} (or its TCBs have no 'space' field)"]
+            return task, None, [f"no task {task:x} (or its TCBs have no 'space' field)"]
+        return task, pd, []
+
+    def info_space(self, spec: int) -> list[str]:
+        task, pd, missing = self._task_and_space(spec)
+        if pd is None:
+            return missing
         threads = [self.tid(t.values.get("id", 0)) for t in self.threads()
                    if self.task_of(t.values.get("id", 0)) == task]
         from .views import mapping_ranges
@@ -591,12 +599,9 @@ class L4View:
                 f"kernel mappings: {kern >> 10} KiB"]
 
     def info_mappings(self, spec: int) -> list[str]:
-        if not self.available:
-            return [self.missing()]
-        task = self.task_of(spec) if spec >> self.layout.task[0] else spec
-        pd = self._task_space(task)
+        task, pd, missing = self._task_and_space(spec)
         if pd is None:
-            return [f"no task {task:x} (or its TCBs have no 'space' field)"]
+            return missing
         return [f"task {task:x}:"] + mappings(self.m, pd)
 
 
@@ -626,15 +631,12 @@ class L4View:
     def info_maptree(self, spec: int, va: int) -> list[str]:
         """The mapping tree the page at `va` of a task belongs to: from the root (the
         owner's mapping) down, each mapping with its task, address and page-table rights."""
-        if not self.available:
-            return [self.missing()]
+        task, pd, missing = self._task_and_space(spec)
+        if pd is None:
+            return missing
         db = self.layout.mapdb
         if not db:
             return ["this kernel's layout has no [mapdb] section: no mapping database to show"]
-        task = self.task_of(spec) if spec >> self.layout.task[0] else spec
-        pd = self._task_space(task)
-        if pd is None:
-            return [f"no task {task:x} (or its TCBs have no 'space' field)"]
         try:
             node = self.mdb_find(pd, va & 0xFFFFF000) or \
                 self.mdb_find(pd, (va & 0xFFC00000) | db["super"])

@@ -4,19 +4,8 @@ from __future__ import annotations
 from emu.debug.shell import Debugger
 from emu.debug.symbols import SymbolTable
 from emu.machine import Stop
-from tests.emu.test_machine import _ticking_guest
+from tests.emu.test_machine import LOOP, _ticking_guest
 from tests.guest import Guest
-
-LOOP = """
-  mov ecx, 5
-again:
-  mov eax, ecx
-  mov [0x7000], eax
-  add ebx, eax
-  dec ecx
-  jnz again
-  EXIT 0
-"""
 
 
 def shell(m):

@@ -21,7 +21,8 @@ FAST_PATH = {            # entry -> (reply to a closed wait, call to an open wai
     "int": (45, 47),
     "gate": (50, 52),
 }
-PAGE_FAULT_BOUND = 700   # fault -> pager (user C code) -> map -> retry: 681 today (597 before the mapping database)
+# fault -> pager (user C code) -> map -> retry: 681 today (597 before the mapping database)
+PAGE_FAULT_BOUND = 700
 
 
 @pytest.fixture(scope="module")
