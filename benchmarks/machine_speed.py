@@ -15,6 +15,16 @@
     iretd), median of R runs.  Target: <= 8 us.
 
 Guest instruction counts are exact and printed too; host times are medians on a noisy machine.
+
+    python benchmarks/machine_speed.py --callgrind
+
+measures (a) without a clock: each loop runs under valgrind's callgrind, which counts the host
+instructions executed inside the engine's run loop (resume_all_vcpus: the engine, the
+translated code and every hook it calls; Python's start-up and set-up are left out); divided
+by the guest instructions, that is what one guest instruction costs the host.  These figures
+are exact and repeatable (the same on every run of this host's binaries), so they show what
+the timings above cannot separate from noise: how much of raw Unicorn's speed each per-block
+hook keeps, by work done.  Needs valgrind.
 """
 from __future__ import annotations
 
@@ -35,8 +45,8 @@ from emu.machine import Machine  # noqa: E402
 from tests.guest import Guest  # noqa: E402
 
 LOOP_ITERS = 20_000_000
-LOOP = f"""
-  mov ecx, {LOOP_ITERS}
+LOOP_TEMPLATE = """
+  mov ecx, {iters}
 l:
   add eax, ebx
   xor edx, eax
@@ -48,10 +58,12 @@ l:
   out 0xf4, al
 """
 INT_ROUND_TRIPS = 100_000
+CALLGRIND_ITERS = 1_000_000
+LOOPS = {"raw": "run_raw_loop", "empty": "run_empty_hook_loop", "machine": "run_machine_loop"}
 
 
-def run_machine_loop() -> tuple[float, int]:
-    code = assemble(LOOP, 0x100000).code
+def run_machine_loop(iters: int = LOOP_ITERS) -> tuple[float, int]:
+    code = assemble(LOOP_TEMPLATE.format(iters=iters), 0x100000).code
     m = Machine(ram_mib=16)
     m.load(0x100000, code)
     m.set_entry_state(0x100000)
@@ -62,8 +74,8 @@ def run_machine_loop() -> tuple[float, int]:
     return dt, r.insns
 
 
-def run_raw_loop() -> tuple[float, int]:
-    code = assemble(LOOP, 0x100000).code
+def run_raw_loop(iters: int = LOOP_ITERS) -> tuple[float, int]:
+    code = assemble(LOOP_TEMPLATE.format(iters=iters), 0x100000).code
     uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
     uc.mem_map(0x100000, 0x10000)
     uc.mem_write(0x100000, code)
@@ -71,14 +83,14 @@ def run_raw_loop() -> tuple[float, int]:
     t = time.perf_counter()
     uc.emu_start(0x100000, end)
     dt = time.perf_counter() - t
-    return dt, 1 + 6 * LOOP_ITERS
+    return dt, 1 + 6 * iters
 
 
-def run_empty_hook_loop() -> tuple[float, int]:
+def run_empty_hook_loop(iters: int = LOOP_ITERS) -> tuple[float, int]:
     import ctypes
 
     from emu.cpu import BlockState, _hook_add, _load_native
-    code = assemble(LOOP, 0x100000).code
+    code = assemble(LOOP_TEMPLATE.format(iters=iters), 0x100000).code
     uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
     uc.mem_map(0x100000, 0x10000)
     uc.mem_write(0x100000, code)
@@ -93,7 +105,7 @@ def run_empty_hook_loop() -> tuple[float, int]:
     t = time.perf_counter()
     uc.emu_start(0x100000, end)
     dt = time.perf_counter() - t
-    return dt, 1 + 6 * LOOP_ITERS
+    return dt, 1 + 6 * iters
 
 
 def run_int30() -> tuple[float, int]:
@@ -114,11 +126,62 @@ def run_int30() -> tuple[float, int]:
     return dt, r.insns
 
 
+def host_instructions(variant: str, iters: int) -> int:
+    """Host instructions of one whole process that runs `variant` for `iters` iterations."""
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+    if shutil.which("valgrind") is None:
+        raise SystemExit("machine_speed: --callgrind needs valgrind (apt-get install valgrind)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--smc-check=all",
+             "--toggle-collect=resume_all_vcpus_x86_64",
+             f"--callgrind-out-file={tmp}/cg.out", sys.executable, __file__,
+             "--one", variant, "--iters", str(iters)],
+            capture_output=True, text=True, check=True).stderr
+    m = re.search(r"Collected : (\d+)", out)
+    if m is None:
+        raise SystemExit(f"machine_speed: no callgrind total in:\n{out}")
+    return int(m.group(1))
+
+
+def callgrind_report(args) -> int:
+    per = {v: host_instructions(v, CALLGRIND_ITERS) / (1 + 6 * CALLGRIND_ITERS) for v in LOOPS}
+    res = {
+        "l4emu": __version__,
+        "method": f"callgrind inside the engine run loop, {CALLGRIND_ITERS} iterations",
+        "host_insns_per_guest_insn": per,
+        "empty_hook_vs_raw": per["raw"] / per["empty"],
+        "machine_vs_raw": per["raw"] / per["machine"],
+    }
+    print(f"compute loop under callgrind: host instructions per guest instruction "
+          f"({CALLGRIND_ITERS} iterations of 6, inside the engine run loop)")
+    for variant, label in [("raw", "raw Unicorn (no hooks)"),
+                           ("empty", "empty native block hook"),
+                           ("machine", "l4emu machine")]:
+        print(f"  {label:26s} {per[variant]:6.2f}   "
+              f"{per['raw'] / per[variant] * 100:5.1f} % of raw's speed by work")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--callgrind", action="store_true",
+                    help="count host instructions under valgrind instead of timing")
+    ap.add_argument("--one", choices=sorted(LOOPS), help=argparse.SUPPRESS)
+    ap.add_argument("--iters", type=int, default=LOOP_ITERS, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:
+        globals()[LOOPS[args.one]](args.iters)
+        return 0
+    if args.callgrind:
+        return callgrind_report(args)
     machine, raw, empty, ints = [], [], [], []
     r_machine, r_empty = [], []
     insns = {}

@@ -667,8 +667,18 @@ class Cpu:
         return bytes(out)
 
     def code_written(self) -> None:
-        """The host wrote guest memory that may hold translated code: drop all translations."""
+        """Drop every translation (the hooks that blocks carry changed, or the host wrote guest
+        memory: see code_changed)."""
         self.uc.ctl_flush_tb()
+
+    def code_changed(self) -> None:
+        """The host wrote guest memory that may hold code: drop the translations and every
+        block's learned instruction count and boundaries too, since a block at the same
+        address, in the same space and of the same size may now hold other instructions."""
+        self.uc.ctl_flush_tb()
+        if self._native.l4emu_block_reset(self._bh_ptr, 12):
+            raise MemoryError("block table")
+        self._boundaries.clear()
 
     def flush_tlb(self) -> None:
         with self._guard_spurious():

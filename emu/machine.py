@@ -209,7 +209,7 @@ class Machine:
     def load(self, addr: int, data: bytes) -> None:
         """Write bytes to guest physical memory (loader, tests); translations are dropped."""
         self.ram.write(addr, data)
-        self.cpu.code_written()
+        self.cpu.code_changed()
 
     def boot_multiboot(self, kernel, modules=(), cmdline: str = ""):
         """Boot like a PC with a multiboot loader (DESIGN D2): write the firmware tables (with
@@ -221,7 +221,7 @@ class Machine:
         write_firmware(self.ram.buf, self.ram.size, cpu_signature=model.signature,
                        cpu_features=model.features_edx)
         info = load_multiboot(self.ram.buf, self.ram.size, kernel, list(modules), cmdline)
-        self.cpu.code_written()
+        self.cpu.code_changed()
         self.set_entry_state(info.entry, {"eax": info.magic, "ebx": info.mbi_addr})
         return info
 
@@ -649,7 +649,7 @@ class Machine:
         # Unicorn's context restore leaves the TLB as it was (research §9h).
         cpu.flush_tlb()
         self.ram.buf[:] = snap.ram
-        cpu.code_written()
+        cpu.code_changed()
         self.clock.clear()
         cpu.bh.total = snap.total
         cpu.forget_last_block()

@@ -672,7 +672,7 @@ def write_virt(m: Machine, va: int, data: bytes) -> None:
     for pa, part in pieces:           # all translated first: a bad page writes nothing
         m.ram.write(pa, part)
     if data:
-        m.cpu.code_written()
+        m.cpu.code_changed()
 
 
 def _process_status(r: RunResult) -> int:

@@ -113,6 +113,39 @@ def test_host_write_over_translated_code_takes_effect():
     assert m.ram.read32(0x6000) == 2
 
 
+def test_host_write_of_other_code_of_the_same_size_is_counted_anew():
+    """Counts are exact after the host rewrites code: the loop body of three `nop`s (3 bytes,
+    3 instructions) becomes one `add eax, 1` (3 bytes, 1 instruction), so the loop block has
+    the same address, address space and size but fewer instructions; a count learned for the
+    old block must not be reused."""
+    from emu.asm import assemble
+    from emu.machine import Machine
+
+    def loop(body: str) -> bytes:
+        return assemble(f"""
+          mov ecx, 100
+        l:
+          {body}
+          dec ecx
+          jnz l
+          mov al, 0
+          out 0xf4, al
+        """, 0x100000).code
+
+    old, new = loop("nop\n nop\n nop"), loop("add eax, 1")
+    assert len(old) == len(new)
+    m = Machine(ram_mib=16)
+    m.load(0x100000, old)
+    m.set_entry_state(0x100000)
+    assert m.run().insns == 1 + 100 * 5 + 2
+    m.load(0x100000, new)
+    m.set_entry_state(0x100000)
+    r = m.run()
+    assert r.reason is Stop.EXIT
+    assert r.insns == (1 + 100 * 5 + 2) + (1 + 100 * 3 + 2)
+    m.close()
+
+
 def test_snapshot_restore_replays_identically():
     """A snapshot taken mid-run, restored, runs to the same end: same output, same count,
     with a 1 kHz PIT interrupt and serial output in between (determinism + snapshots)."""
