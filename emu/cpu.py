@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -99,10 +100,17 @@ class BlockState(ctypes.Structure):
         ("irq_waiting", ctypes.c_uint32), ("stopped", ctypes.c_uint32),
         ("cr3", ctypes.c_void_p), ("eflags", ctypes.c_void_p), ("hflags", ctypes.c_void_p),
         ("emu_stop", ctypes.c_void_p),
-        ("miss_va", ctypes.c_uint64), ("miss_cr3", ctypes.c_uint64),
+        ("miss_va", ctypes.c_uint64), ("miss_pa", ctypes.c_uint64),
         ("miss_size", ctypes.c_uint32), ("watch_hit", ctypes.c_uint32),
         ("table", ctypes.c_void_p), ("mask", ctypes.c_uint64), ("used", ctypes.c_uint64),
-        ("cut_icount", ctypes.c_uint32), ("pad3", ctypes.c_uint32),
+        ("cut_icount", ctypes.c_uint32), ("miss_f1", ctypes.c_uint32),
+        ("ram", ctypes.c_void_p), ("ram_size", ctypes.c_uint64),
+        ("gen", ctypes.c_void_p), ("wstate", ctypes.c_void_p),
+        ("a20_mask", ctypes.c_uint64), ("write_faults", ctypes.c_uint64),
+        ("relearned", ctypes.c_uint64),
+        ("last_f0", ctypes.c_uint32), ("last_f1", ctypes.c_uint32),
+        ("once_va", ctypes.c_uint64), ("once_size", ctypes.c_uint32),
+        ("once_icount", ctypes.c_uint32),
     ]
 
 
@@ -129,6 +137,7 @@ class DeliveryState(ctypes.Structure):
 
 
 STOP_NONE, STOP_BUDGET, STOP_MISS, STOP_WATCH, STOP_LIMIT = 0, 1, 3, 4, 5
+NO_PA = (1 << 64) - 1                    # a block outside RAM (or under PAE paging)
 NO_LIMIT = (1 << 64) - 1
 
 
@@ -144,8 +153,11 @@ def _load_native():
         raise EngineError("emu/_blockhook was built from a different blockhook.c: reinstall")
     lib.l4emu_block_reset.argtypes = [ctypes.POINTER(BlockState), ctypes.c_uint]
     lib.l4emu_block_insert.argtypes = [ctypes.POINTER(BlockState), ctypes.c_uint64,
-                                       ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32]
+                                       ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32]
     lib.l4emu_block_free.argtypes = [ctypes.POINTER(BlockState)]
+    lib.l4emu_wp_attach.argtypes = [ctypes.POINTER(BlockState), ctypes.c_void_p,
+                                    ctypes.c_uint64]
+    lib.l4emu_wp_ensure.argtypes = []
     lib.l4emu_dv_state_size.restype = ctypes.c_size_t
     if lib.l4emu_dv_state_size() != ctypes.sizeof(DeliveryState):
         raise EngineError("emu/_blockhook was built from a different blockhook.c: reinstall")
@@ -447,6 +459,13 @@ class Cpu:
         self._bh_ptr = ctypes.pointer(st)
         if lib.l4emu_block_reset(self._bh_ptr, 12):
             raise MemoryError("block table")
+        # The frames that hold counted code are watched for writes (blockhook.c); the state
+        # must be released even when nobody calls close().
+        if lib.l4emu_wp_attach(self._bh_ptr, ctypes.addressof(ctypes.c_char.from_buffer(
+                self.ram.buf)), self.ram.size):
+            raise EngineError("cannot watch guest RAM for writes to code (4 KiB host pages "
+                              "and a SIGSEGV handler are needed)")
+        self._finalizer = weakref.finalize(self, lib.l4emu_block_free, self._bh_ptr)
         st.budget = 0
         st.limit = NO_LIMIT
         st.cr3 = self.env.addr + OFF_CR + 3 * 8
@@ -550,6 +569,7 @@ class Cpu:
         if enabled == self.a20:
             return
         self.a20 = enabled
+        self.bh.a20_mask = (1 << 64) - 1 if enabled else ~(1 << 20) & ((1 << 64) - 1)
         base = ctypes.addressof(ctypes.c_char.from_buffer(self.ram.buf))
         with self._guard_spurious():
             for start in range(1 << 20, self.ram.size, 2 << 20):
@@ -709,6 +729,7 @@ class Cpu:
         st.budget = 0 if self.stop_requested else budget
         st.fast_bound = 0
         st.stopped = STOP_NONE
+        self._native.l4emu_wp_ensure()      # still the SIGSEGV handler (faulthandler, ...)
         return _lib.uc_emu_start(self.h, self.env.eip & 0xFFFFFFFF, 0, 0, 0)
 
     def run_counted(self, n: int) -> int:
@@ -717,6 +738,7 @@ class Cpu:
         st.budget = 0 if self.stop_requested else 1 << 62
         st.fast_bound = 0
         st.stopped = STOP_NONE
+        self._native.l4emu_wp_ensure()
         return _lib.uc_emu_start(self.h, self.env.eip & 0xFFFFFFFF, 0, 0, n)
 
     def request_stop(self) -> None:
@@ -736,27 +758,36 @@ class Cpu:
         self.stop_requested = False
 
     def learn_block(self) -> None:
-        """Record the instruction count of the block the native callback did not know."""
+        """Record the instruction count of the block the native callback did not know (or
+        whose bytes may have changed since it was counted)."""
         st = self.bh
-        va, size, cr3 = st.miss_va, st.miss_size, st.miss_cr3
+        va, size, pa = st.miss_va, st.miss_size, st.miss_pa
         self.stats.block_misses += 1
+        cr3 = self.env.cr[3]
         if self.cpl == 3:
             self._hook_ring3_io(va, size, cr3)
         pc, icount, tb_size = self.uc.ctl_request_cache(va)
         if tb_size != size or icount == 0:
             icount = len(self._block_boundaries(va, size, cr3))
-        if self._native.l4emu_block_insert(self._bh_ptr, va, cr3, size, icount):
+        if pa == NO_PA:
+            # Not in RAM (or PAE paging): nothing to key it by; count this one run.
+            st.once_va, st.once_size, st.once_icount = va, size, icount
+            return
+        if self._native.l4emu_block_insert(self._bh_ptr, pa, st.miss_f1, size, icount):
             raise MemoryError("block table")
 
-    def _block_boundaries(self, va: int, size: int, cr3: int) -> list[int]:
-        """Start addresses of the instructions of the block at `va` (cached)."""
-        key = (va, size, cr3)
+    def _block_boundaries(self, va: int, size: int, cr3: int = 0) -> list[int]:
+        """Start addresses of the instructions of the block at `va` as its bytes are now
+        (cached by address and bytes: the guest may rewrite code)."""
+        try:
+            code = self.read_virt(va, size)
+        except (PageFault, BadPhysical):
+            code = b""
+        key = (va, code)
         b = self._boundaries.get(key)
         if b is None:
-            try:
-                code = self.read_virt(va, size)
-            except (PageFault, BadPhysical):
-                code = b""
+            if len(self._boundaries) > 65536:
+                self._boundaries.clear()
             b = []
             pos = 0
             for addr, isz, _m, _o in self._dis.disasm_lite(code, va):
@@ -1225,7 +1256,7 @@ class Cpu:
         return out or [f"{va:#010x}: <undecodable>"]
 
     def close(self) -> None:
-        self._native.l4emu_block_free(self._bh_ptr)
+        self._finalizer()
 
 
 def engine_version() -> str:

@@ -7,28 +7,48 @@
  *     a stop by zeroing the budget; uc_emu_stop from a block hook takes effect before the
  *     block executes);
  *   - otherwise adds the block's instruction count to the retired-instruction total.
- * Instruction counts per block come from a table keyed by (virtual address, size, CR3) that
- * Python fills: on a miss the callback stops the run, Python asks Unicorn for the block's
- * instruction count (uc_ctl_request_cache) and resumes.  CR3 is read from the live CPU state
- * so that equal virtual addresses in different address spaces do not share an entry.
+ * Instruction counts per block come from a table keyed by the block's physical address and
+ * size (the virtual address is translated through the live page tables, so a page mapped
+ * elsewhere, or another address space, never reuses a count) that Python fills: on a miss
+ * the callback stops the run, Python asks Unicorn for the block's instruction count
+ * (uc_ctl_request_cache) and resumes.
+ *
+ * Counts must follow the code when the guest rewrites it.  Unicorn notices guest stores into
+ * translated code and retranslates, but says nothing to hooks, so this file watches the
+ * frames that hold counted code itself: they are write-protected on the host (mprotect), and
+ * the first store into one - by the guest, a device or the host - takes a SIGSEGV that
+ * unprotects the frame and bumps its generation; counts learned under an older generation
+ * are learned again.  A frame that keeps being written (code next to busy data) stops being
+ * protected and becomes "volatile": its blocks are checked against a hash of their bytes at
+ * every lookup instead.
  *
  * No Python runs here: this is what keeps deterministic budgets almost free.
  */
 #include <Python.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 typedef int (*uc_stop_fn)(void *uc);
 
 struct bh_entry {
-    uint64_t va;
-    uint64_t cr3;
+    uint64_t pa;     /* physical address of the block's first byte */
+    uint64_t hash;   /* of its bytes when learned (checked in volatile frames) */
     uint32_t size;   /* 0 marks an empty slot */
     uint32_t icount;
+    uint32_t f1;     /* frame of its last byte (pa >> 12 unless it spans two pages) */
+    uint32_t gen0;   /* generations of its frames when learned */
+    uint32_t gen1;
+    uint32_t pad;
 };
 
 enum { STOP_NONE = 0, STOP_BUDGET = 1, STOP_MISS = 3, STOP_WATCH = 4, STOP_LIMIT = 5 };
+
+/* Per-frame write state: protected on the host, volatile, and a count of write faults. */
+enum { WS_PROTECTED = 1, WS_VOLATILE = 2, WS_COUNT_ONE = 4, WS_VOLATILE_AFTER = 8 };
 
 /* Shared with Python through ctypes (emu/cpu.py mirrors this layout).  The fields the
  * callback touches on every block come first, in one cache line. */
@@ -48,28 +68,45 @@ struct bh_state {
     uint32_t last_icount;
     uint32_t irq_waiting;  /* an interrupt is pending but EFLAGS.IF was clear or a shadow on */
     uint32_t stopped;      /* why the callback stopped the run (STOP_*) */
-    const uint64_t *cr3;   /* &env->cr[3] of the live CPU */
+    const uint64_t *cr3;   /* &env->cr[3] of the live CPU (cr[0] and cr[4] around it) */
     const uint64_t *eflags;  /* &env->eflags (IF lives there) */
     const uint32_t *hflags;  /* &env->hflags (the interrupt shadow lives there) */
     uc_stop_fn emu_stop;
-    uint64_t miss_va;      /* STOP_MISS: the block that has no entry yet */
-    uint64_t miss_cr3;
+    uint64_t miss_va;      /* STOP_MISS: the block that has no (valid) entry */
+    uint64_t miss_pa;      /* its physical address, or NO_PA when it has none in RAM */
     uint32_t miss_size;
     uint32_t watch_hit;    /* a watchpoint's memory hook fired during the last instruction */
     struct bh_entry *table;
     uint64_t mask;         /* table size - 1 (a power of two) */
     uint64_t used;
     uint32_t cut_icount;   /* STOP_LIMIT: the instruction count of the block not started */
-    uint32_t pad3;
+    uint32_t miss_f1;      /* STOP_MISS: the frame of the block's last byte */
+    /* Guest RAM and its frames' write state (l4emu_wp_attach). */
+    uint8_t *ram;
+    uint64_t ram_size;
+    uint32_t *gen;         /* per frame: bumped by every write fault */
+    uint8_t *wstate;       /* per frame: WS_* */
+    uint64_t a20_mask;     /* physical address mask: bit 20 clear while the A20 gate is */
+    uint64_t write_faults; /* statistics */
+    uint64_t relearned;
+    uint32_t last_f0;      /* the frames of the last block counted by a lookup */
+    uint32_t last_f1;
+    uint64_t once_va;      /* a block with no physical key (outside RAM, PAE paging): its */
+    uint32_t once_size;    /* count, for its next run only (Python sets it at each miss) */
+    uint32_t once_icount;
 };
 
 #define EFLAGS_IF 0x200
 #define HF_INHIBIT_IRQ 0x8
+#define CR0_PG 0x80000000u
+#define CR4_PSE 0x10u
+#define CR4_PAE 0x20u
+#define NO_PA (~(uint64_t)0)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
-static inline uint64_t slot_of(const struct bh_state *s, uint64_t va, uint64_t cr3, uint32_t size)
+static inline uint64_t slot_of(const struct bh_state *s, uint64_t pa, uint32_t size)
 {
-    uint64_t h = va * 0x9E3779B97F4A7C15ull ^ (cr3 >> 12) * 0xC2B2AE3D27D4EB4Full ^ size;
+    uint64_t h = pa * 0x9E3779B97F4A7C15ull ^ size;
     return (h ^ (h >> 29)) & s->mask;
 }
 
@@ -77,6 +114,76 @@ static void stop(void *uc, struct bh_state *s, uint32_t why)
 {
     s->stopped = why;
     s->emu_stop(uc);
+}
+
+/* The physical address of `va` through the live page tables (32-bit, 4 KiB and 4 MiB pages),
+ * read-only; NO_PA when it is not mapped to RAM (or PAE paging, which this does not walk). */
+static uint64_t phys_of(const struct bh_state *s, uint32_t va)
+{
+    const uint64_t *cr = s->cr3 - 3;
+    uint64_t pa;
+    if (!(cr[0] & CR0_PG)) {
+        pa = va;
+    } else {
+        if (cr[4] & CR4_PAE)
+            return NO_PA;
+        uint64_t pde_at = ((cr[3] & 0xFFFFF000u) | ((va >> 20) & 0xFFC)) & s->a20_mask;
+        if (pde_at + 4 > s->ram_size)
+            return NO_PA;
+        uint32_t pde;
+        memcpy(&pde, s->ram + pde_at, 4);
+        if (!(pde & 1))
+            return NO_PA;
+        if ((pde & 0x80) && (cr[4] & CR4_PSE)) {
+            pa = (pde & 0xFFC00000u) | (va & 0x3FFFFF);
+        } else {
+            uint64_t pte_at = ((pde & 0xFFFFF000u) | ((va >> 10) & 0xFFC)) & s->a20_mask;
+            if (pte_at + 4 > s->ram_size)
+                return NO_PA;
+            uint32_t pte;
+            memcpy(&pte, s->ram + pte_at, 4);
+            if (!(pte & 1))
+                return NO_PA;
+            pa = (pte & 0xFFFFF000u) | (va & 0xFFF);
+        }
+    }
+    pa &= s->a20_mask;
+    return pa < s->ram_size ? pa : NO_PA;
+}
+
+/* FNV-1a over the block's bytes: from pa to the end of its page, then on in frame f1. */
+static uint64_t bytes_hash(const struct bh_state *s, uint64_t pa, uint32_t f1, uint32_t size)
+{
+    uint64_t h = 0xCBF29CE484222325ull;
+    uint32_t first = 0x1000 - (uint32_t)(pa & 0xFFF);
+    const uint8_t *p = s->ram + pa;
+    for (uint32_t i = 0; i < size; i++) {
+        if (i == first)
+            p = s->ram + ((uint64_t)f1 << 12) - first;
+        h = (h ^ p[i]) * 0x100000001B3ull;
+    }
+    return h;
+}
+
+/* Is the entry's count still that of the bytes in RAM? */
+static inline int entry_valid(const struct bh_state *s, const struct bh_entry *e)
+{
+    uint32_t f0 = (uint32_t)(e->pa >> 12);
+    if (e->gen0 != s->gen[f0] || e->gen1 != s->gen[e->f1])
+        return 0;
+    if (unlikely((s->wstate[f0] | s->wstate[e->f1]) & WS_VOLATILE))
+        return bytes_hash(s, e->pa, e->f1, e->size) == e->hash;
+    return 1;
+}
+
+static void miss(void *uc, struct bh_state *s, uint64_t va, uint64_t pa, uint32_t f1,
+                 uint32_t size)
+{
+    s->miss_va = va;
+    s->miss_pa = pa;
+    s->miss_f1 = f1;
+    s->miss_size = size;
+    stop(uc, s, STOP_MISS);
 }
 
 /* Everything but "the same block again": the budget stop, the interrupt window, a lookup
@@ -91,27 +198,46 @@ static __attribute__((noinline)) void block_slow(void *uc, uint64_t va, uint32_t
         return;
     }
     uint32_t icount;
-    if (va == s->last_va && size == s->last_size) {
-        icount = s->last_icount;
-    } else {
-        uint64_t cr3 = *s->cr3;
-        uint64_t i = slot_of(s, va, cr3, size);
-        for (;;) {
-            struct bh_entry *e = &s->table[i];
-            if (e->size == size && e->va == va && e->cr3 == cr3) {
-                icount = e->icount;
-                break;
-            }
-            if (e->size == 0) {
-                s->miss_va = va;
-                s->miss_cr3 = cr3;
-                s->miss_size = size;
-                stop(uc, s, STOP_MISS);
+    if (unlikely(s->once_icount) && va == s->once_va && size == s->once_size) {
+        icount = s->once_icount;
+        s->once_icount = 0;
+        goto count;
+    }
+    uint64_t pa = phys_of(s, (uint32_t)va);
+    uint32_t f1 = (uint32_t)(pa >> 12);
+    if (pa == NO_PA) {
+        miss(uc, s, va, pa, 0, size);    /* not in RAM: Python counts it every time */
+        return;
+    }
+    if (((pa & 0xFFF) + size) > 0x1000) {
+        uint64_t pa1 = phys_of(s, (uint32_t)(va + size - 1));
+        if (pa1 == NO_PA) {
+            miss(uc, s, va, NO_PA, 0, size);
+            return;
+        }
+        f1 = (uint32_t)(pa1 >> 12);
+    }
+    uint64_t i = slot_of(s, pa, size);
+    for (;;) {
+        struct bh_entry *e = &s->table[i];
+        if (e->size == size && e->pa == pa && e->f1 == f1) {
+            if (unlikely(!entry_valid(s, e))) {
+                s->relearned++;
+                miss(uc, s, va, pa, f1, size);
                 return;
             }
-            i = (i + 1) & s->mask;
+            icount = e->icount;
+            s->last_f0 = (uint32_t)(pa >> 12);
+            s->last_f1 = f1;
+            break;
         }
+        if (e->size == 0) {
+            miss(uc, s, va, pa, f1, size);
+            return;
+        }
+        i = (i + 1) & s->mask;
     }
+count:
     if (s->total + icount > s->limit) {
         s->cut_icount = icount;
         stop(uc, s, STOP_LIMIT);
@@ -129,9 +255,10 @@ void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
 {
     struct bh_state *s = (struct bh_state *)user;
     /* The block that ran last again (a loop: the common case), inside the budget and the
-     * limit, no interrupt waiting.  CR3 need not be compared: a CR3 write ends its block, so
-     * between two runs of one block in different address spaces another block always runs;
-     * and the host forgets `last` whenever it changes CR3 or restores a snapshot. */
+     * limit, no interrupt waiting.  Nothing else need be compared: a CR3 write or a store
+     * into the block's own bytes ends its block, so between two runs of one block in
+     * different address spaces or with different bytes another block always runs; and the
+     * host forgets `last` whenever it changes CR3 or restores a snapshot. */
     uint64_t t = s->total + s->last_icount;
     if (va == s->last_va && size == s->last_size && t <= s->fast_bound) {
         s->total = t;
@@ -162,22 +289,19 @@ void l4emu_code_cb(void *uc, uint64_t va, uint32_t size, void *user)
     }
 }
 
-static int insert_raw(struct bh_state *s, uint64_t va, uint64_t cr3, uint32_t size, uint32_t icount)
+static void insert_raw(struct bh_state *s, const struct bh_entry *n)
 {
-    uint64_t i = slot_of(s, va, cr3, size);
+    uint64_t i = slot_of(s, n->pa, n->size);
     for (;;) {
         struct bh_entry *e = &s->table[i];
         if (e->size == 0) {
-            e->va = va;
-            e->cr3 = cr3;
-            e->size = size;
-            e->icount = icount;
+            *e = *n;
             s->used++;
-            return 0;
+            return;
         }
-        if (e->size == size && e->va == va && e->cr3 == cr3) {
-            e->icount = icount;
-            return 0;
+        if (e->size == n->size && e->pa == n->pa && e->f1 == n->f1) {
+            *e = *n;
+            return;
         }
         i = (i + 1) & s->mask;
     }
@@ -197,8 +321,115 @@ int l4emu_block_reset(struct bh_state *s, unsigned log2)
     return 0;
 }
 
-/* Add a block's instruction count; the table doubles when it is half full. */
-int l4emu_block_insert(struct bh_state *s, uint64_t va, uint64_t cr3, uint32_t size, uint32_t icount)
+/* ---- write protection of frames that hold counted code --------------------------------- */
+
+#define MAX_REGIONS 32
+static struct bh_state *volatile regions[MAX_REGIONS];
+static struct sigaction previous;
+static int installed;
+
+static void on_segv(int sig, siginfo_t *si, void *ctx);
+
+static void chain(int sig, siginfo_t *si, void *ctx)
+{
+    if (previous.sa_flags & SA_SIGINFO) {
+        if (previous.sa_sigaction) {
+            previous.sa_sigaction(sig, si, ctx);
+            return;
+        }
+    } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
+        previous.sa_handler(sig);
+        return;
+    }
+    /* Nobody else handles it: the default action, when the access is retried. */
+    signal(sig, SIG_DFL);
+}
+
+static void on_segv(int sig, siginfo_t *si, void *ctx)
+{
+    uintptr_t a = (uintptr_t)si->si_addr;
+    for (int r = 0; r < MAX_REGIONS; r++) {
+        struct bh_state *s = regions[r];
+        if (!s || a - (uintptr_t)s->ram >= s->ram_size)
+            continue;
+        uint64_t f = (a - (uintptr_t)s->ram) >> 12;
+        uint8_t w = s->wstate[f];
+        if (!(w & WS_PROTECTED))
+            break;
+        mprotect(s->ram + (f << 12), 0x1000, PROT_READ | PROT_WRITE);
+        w &= (uint8_t)~WS_PROTECTED;
+        if (w < 0xFC)
+            w = (uint8_t)(w + WS_COUNT_ONE);
+        /* Written again and again, or written by the code running in it: stop protecting
+         * it (protection would only bounce between a fault and a relearn). */
+        if ((w >> 2) >= WS_VOLATILE_AFTER || f == s->last_f0 || f == s->last_f1)
+            w |= WS_VOLATILE;
+        s->wstate[f] = w;
+        s->gen[f]++;
+        s->write_faults++;
+        return;
+    }
+    chain(sig, si, ctx);
+}
+
+/* Make sure this file's SIGSEGV handler is the process's (others may have replaced it since:
+ * faulthandler, a debugger): the one found is chained to.  Returns 0, or -1. */
+int l4emu_wp_ensure(void)
+{
+    struct sigaction cur;
+    if (sigaction(SIGSEGV, NULL, &cur))
+        return -1;
+    if (installed && (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_segv)
+        return 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, &previous))
+        return -1;
+    installed = 1;
+    return 0;
+}
+
+/* Watch the writes to `ram` (page-aligned, `size` bytes) for this block state.  Returns 0,
+ * or -1 (no memory, no region free, or host pages that are not 4 KiB). */
+int l4emu_wp_attach(struct bh_state *s, uint8_t *ram, uint64_t size)
+{
+    if (sysconf(_SC_PAGESIZE) != 0x1000 || ((uintptr_t)ram & 0xFFF))
+        return -1;
+    uint64_t frames = (size + 0xFFF) >> 12;
+    s->gen = calloc(frames, sizeof(*s->gen));
+    s->wstate = calloc(frames, 1);
+    if (!s->gen || !s->wstate)
+        return -1;
+    s->ram = ram;
+    s->ram_size = size;
+    s->a20_mask = ~(uint64_t)0;
+    s->last_f0 = s->last_f1 = ~(uint32_t)0;
+    for (int r = 0; r < MAX_REGIONS; r++) {
+        if (!regions[r]) {
+            regions[r] = s;
+            return l4emu_wp_ensure();
+        }
+    }
+    return -1;
+}
+
+/* Protect the frames of a block just learned (unless volatile or already protected). */
+static void protect(struct bh_state *s, uint32_t f)
+{
+    uint8_t w = s->wstate[f];
+    if (w & (WS_PROTECTED | WS_VOLATILE))
+        return;
+    if (mprotect(s->ram + ((uint64_t)f << 12), 0x1000, PROT_READ) == 0)
+        s->wstate[f] = (uint8_t)(w | WS_PROTECTED);
+}
+
+/* Record a block's instruction count under its physical address `pa` (frame of its last byte
+ * `f1`); the table doubles when it is half full.  Returns 0, or -1 when out of memory. */
+int l4emu_block_insert(struct bh_state *s, uint64_t pa, uint32_t f1, uint32_t size,
+                       uint32_t icount)
 {
     if ((s->used + 1) * 2 > s->mask + 1) {
         struct bh_entry *old = s->table;
@@ -211,14 +442,36 @@ int l4emu_block_insert(struct bh_state *s, uint64_t va, uint64_t cr3, uint32_t s
         s->used = 0;
         for (uint64_t j = 0; j < n; j++)
             if (old[j].size)
-                insert_raw(s, old[j].va, old[j].cr3, old[j].size, old[j].icount);
+                insert_raw(s, &old[j]);
         free(old);
     }
-    return insert_raw(s, va, cr3, size, icount);
+    uint32_t f0 = (uint32_t)(pa >> 12);
+    protect(s, f0);
+    protect(s, f1);
+    struct bh_entry e = {
+        .pa = pa, .hash = bytes_hash(s, pa, f1, size), .size = size, .icount = icount,
+        .f1 = f1, .gen0 = s->gen[f0], .gen1 = s->gen[f1], .pad = 0,
+    };
+    insert_raw(s, &e);
+    return 0;
 }
 
+/* Forget the table and stop watching RAM (every frame writable again). */
 void l4emu_block_free(struct bh_state *s)
 {
+    for (int r = 0; r < MAX_REGIONS; r++)
+        if (regions[r] == s)
+            regions[r] = NULL;
+    if (s->ram && s->wstate) {
+        for (uint64_t f = 0; f < (s->ram_size + 0xFFF) >> 12; f++)
+            if (s->wstate[f] & WS_PROTECTED)
+                mprotect(s->ram + (f << 12), 0x1000, PROT_READ | PROT_WRITE);
+    }
+    free(s->gen);
+    free(s->wstate);
+    s->gen = NULL;
+    s->wstate = NULL;
+    s->ram = NULL;
     free(s->table);
     s->table = NULL;
     s->mask = 0;
