@@ -5,6 +5,8 @@
 ; the current TCB (TCB_SND_DESC ... TCB_DEST_HI) and leaves its results in TCB_RES_*; the
 ; caller copies them to the user registers.
 ;
+; Long messages (a send descriptor that is a buffer address) take the same rendezvous in
+; longipc.asm (lipc_send, lipc_rcv_take), whose engine copies them.
 ; Send phase: if the destination is receiving from us the message is transferred at once
 ; (ipc_transfer, which also installs a flexpage for a map message) and the destination is
 ; woken; otherwise we queue on its send queue (FIFO) until a receiver takes the message, the
@@ -123,11 +125,8 @@ ipc_snd_queue:
     cmp eax, IS_DONE
     je ipc_ret
     jmp ipc_result                      ; an error dope
-ipc_long_send:                          ; only an exception message or a register-frame reply
-    call exc_send_check                 ; (trap.asm) CF clear: go on as a short message
-    jnc ipc_short_send
-    mov eax, L4_IPC_SEMSGCUT
-    jmp ipc_result
+ipc_long_send:                          ; a memory message, an exception message or reply
+    jmp lipc_send                       ; (longipc.asm)
 ipc_snd_not_existent:
     mov eax, L4_IPC_ENOT_EXISTENT
     jmp ipc_result
@@ -165,6 +164,9 @@ ipc_rcv_open:
     jz ipc_rcv_block
     mov esi, eax
 ipc_rcv_take:                           ; esi = a sender queued on us
+    cmp dword ptr [esi + TCB_SND_DESC], 3
+    ja lipc_rcv_take                    ; a long message (longipc.asm)
+ipc_rcv_take_short:
     mov edi, ebp
     call ipc_transfer
     push eax

@@ -8,6 +8,7 @@
 ;   entry.asm     system-call entries: int 0x30-0x36 and the call gates, dispatch
 ;   fastpath.asm  IPC fast path: short call / reply_and_wait to a waiting partner
 ;   ipc.asm       IPC general path, page faults as IPC
+;   longipc.asm   long IPC: memory messages, strings, faults during the copy
 ;   sched.asm     ready lists, switching, timeouts, thread_switch, thread_schedule
 ;   thread.asm    TCBs, thread creation and deletion, lthread_ex_regs, id_nearest
 ;   task.asm      task table, task_new (create, delete, clans)
@@ -35,6 +36,7 @@
 .include "entry.asm"
 .include "fastpath.asm"
 .include "ipc.asm"
+.include "longipc.asm"
 .include "sched.asm"
 .include "thread.asm"
 .include "task.asm"

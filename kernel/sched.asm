@@ -527,6 +527,8 @@ partner_of:
     je po_send
     cmp ecx, TS_WAIT_RECV
     jb po_none
+    cmp ecx, TS_WAIT_PF
+    ja po_none                          ; TS_LOCKED
     mov ecx, [esi + TCB_WAIT_FOR]
     cmp ecx, WAIT_NOBODY
     jbe po_none

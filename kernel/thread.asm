@@ -6,7 +6,7 @@
 ; any well-formed ID therefore reads memory and compares the ID, and finds nothing where no
 ; thread exists.
 
-.equ TCB_HEADER_DWORDS, 45              ; TCB_HEADER / 4
+.equ TCB_HEADER_DWORDS, 50              ; TCB_HEADER / 4
 
 .section .text
 ; tcb_lookup: edx:eax = thread ID -> eax = its TCB, or 0 if there is no such thread (also for
@@ -224,6 +224,7 @@ tcan_none:
 ; thread_delete: esi = TCB (not the current thread).  Its IPC is cancelled, threads queued
 ; to send to it fail with ENOT_EXISTENT, and it disappears.  Clobbers eax, edx.
 thread_delete:
+    call lipc_delete                    ; a long IPC it is locked in (longipc.asm)
     call thread_cancel
 td_senders:
     mov eax, [esi + TCB_SENDQ]

@@ -174,11 +174,17 @@ int test_ipc_not_existent(void)
     CHECK(err == L4_IPC_ENOT_EXISTENT, "task 1000: %#x", err);
     err = l4_ipc_send(L4_NIL_ID, L4_IPC_SHORT_MSG, 0, 0, L4_IPC_NEVER, 0);
     CHECK(err == L4_IPC_ENOT_EXISTENT, "nil: %#x", err);
-    /* a long (memory) message is not part 1: the send is refused, nothing blocks */
+    /* a long message whose buffer is not mapped, to the sender's own pager (sigma0): the
+     * pager is the locked partner and could never answer, so the fault expires at once */
     struct l4_regs r = {0x1000, L4_IPC_NEVER, 0, 0, L4_SIGMA0_ID.low, L4_SIGMA0_ID.high,
                         L4_IPC_NIL_DESCRIPTOR};
     l4_syscall(&r, L4_SYS_IPC);
-    CHECK((r.eax & L4_IPC_ERROR_MASK) == L4_IPC_SEMSGCUT, "long send: %#x", r.eax);
+    CHECK((r.eax & L4_IPC_ERROR_MASK) == L4_IPC_SERCVPFTO, "long send: %#x", r.eax);
+    /* a buffer in kernel memory is refused before anything else */
+    r = (struct l4_regs){0xC0001000, L4_IPC_NEVER, 0, 0, L4_SIGMA0_ID.low, L4_SIGMA0_ID.high,
+                         L4_IPC_NIL_DESCRIPTOR};
+    l4_syscall(&r, L4_SYS_IPC);
+    CHECK((r.eax & L4_IPC_ERROR_MASK) == L4_IPC_SEMSGCUT, "kernel buffer: %#x", r.eax);
     return 0;
 }
 

@@ -204,6 +204,58 @@ l4_msgdope_t l4_exc_reply(l4_threadid_t dest, struct l4_exc_msg *m, l4_timeout_t
     return r.eax;
 }
 
+void l4_msg_init(void *m, unsigned dwords, unsigned strings)
+{
+    struct l4_msghdr *h = m;
+    h->rcv_fpage = 0;
+    h->size_dope = l4_msg_dope(dwords, strings);
+    h->snd_dope = 0;
+}
+
+static int long_ipc(l4_threadid_t *partner, l4_umword_t snd_desc, const void *snd, void *rcv,
+                    l4_umword_t rcv_desc, l4_timeout_t timeout, l4_msgdope_t *dope)
+{
+    const l4_umword_t *sw = snd ? l4_msg_words((void *)snd) : 0;
+    struct l4_regs r = {snd_desc, timeout, sw ? sw[0] : 0, sw ? sw[1] : 0, partner->low,
+                        partner->high, rcv_desc};
+    l4_syscall(&r, L4_SYS_IPC);
+    if (rcv && rcv_desc != L4_IPC_NIL_DESCRIPTOR) {
+        l4_msg_words(rcv)[0] = r.edx;
+        l4_msg_words(rcv)[1] = r.ebx;
+        *partner = (l4_threadid_t){r.esi, r.edi};
+    }
+    if (dope)
+        *dope = r.eax;
+    return r.eax & L4_IPC_ERROR_MASK;
+}
+
+int l4_ipc_send_long(l4_threadid_t dest, const void *snd, int map, l4_timeout_t timeout,
+                     l4_msgdope_t *dope)
+{
+    return long_ipc(&dest, (l4_umword_t)(uintptr_t)snd | (map ? L4_IPC_SHORT_FPAGE : 0), snd,
+                    0, L4_IPC_NIL_DESCRIPTOR, timeout, dope);
+}
+
+int l4_ipc_call_long(l4_threadid_t dest, const void *snd, void *rcv, l4_timeout_t timeout,
+                     l4_msgdope_t *dope)
+{
+    return long_ipc(&dest, snd ? (l4_umword_t)(uintptr_t)snd : L4_IPC_SHORT_MSG, snd, rcv,
+                    (l4_umword_t)(uintptr_t)rcv, timeout, dope);
+}
+
+int l4_ipc_receive_long(l4_threadid_t src, void *rcv, l4_timeout_t timeout, l4_msgdope_t *dope)
+{
+    return long_ipc(&src, L4_IPC_NIL_DESCRIPTOR, 0, rcv, (l4_umword_t)(uintptr_t)rcv, timeout,
+                    dope);
+}
+
+int l4_ipc_wait_long(l4_threadid_t *src, void *rcv, l4_timeout_t timeout, l4_msgdope_t *dope)
+{
+    *src = L4_NIL_ID;
+    return long_ipc(src, L4_IPC_NIL_DESCRIPTOR, 0, rcv,
+                    (l4_umword_t)(uintptr_t)rcv | L4_IPC_OPEN_IPC, timeout, dope);
+}
+
 l4_threadid_t l4_task_new(l4_threadid_t task, l4_umword_t mcp_or_chief, l4_umword_t esp,
                           l4_umword_t eip, l4_threadid_t pager)
 {

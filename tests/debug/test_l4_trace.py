@@ -17,7 +17,7 @@ L4_HELLO = ROOT / "images" / "hello.toml"
 
 IPC = re.compile(r"^\[(\d+)\] ipc (\S+) -> (\S+) ([a-z -]+?) w0=(0x[0-9a-f]+) "
                  r"w1=(0x[0-9a-f]+) (ok(?:, fpage received)?|error 0x[0-9a-f]+ \([^)]*\)) "
-                 r"\((fast|general) path\)$")
+                 r"\((?:(fast|general) path|(long) message)\)$")
 CTX = re.compile(r"^\[(\d+)\] ctx (\S+) -> (\S+) \((cr3 0x[0-9a-f]{8}|same space|space kept)"
                  r"(?:, fast path)?\)$")
 
@@ -43,8 +43,8 @@ def events(out: str) -> list[tuple]:
     ev = []
     for line in out.splitlines():
         if m := IPC.match(line):
-            c, s, r, op, w0, w1, res, path = m.groups()
-            ev.append(("ipc", int(c), s, r, op, int(w0, 16), int(w1, 16), res, path))
+            c, s, r, op, w0, w1, res, path, long_path = m.groups()
+            ev.append(("ipc", int(c), s, r, op, int(w0, 16), int(w1, 16), res, path or long_path))
         elif m := CTX.match(line):
             c, f, t, sp = m.groups()
             ev.append(("ctx", int(c), f, t, sp, line))
@@ -150,7 +150,8 @@ def test_trace_ipc_needs_the_l4_kernel(tmp_path):
 
 def test_the_trace_section_is_checked():
     layout = find_layout(None, None)
-    assert {p.symbol for p in layout.trace["ipc"]} == {"fastpath_same_space", "ipc_transfer"}
+    assert {p.symbol for p in layout.trace["ipc"]} == {"fastpath_same_space", "ipc_transfer",
+                                                       "lipc_transfer"}
     assert {p.symbol for p in layout.trace["ctx"]} == {"resume_tcb", "fastpath_same_space"}
     base = '[symbols]\ntcbs = 0\n[tcb.fields]\nid = { offset = 0 }\n'
     ok = parse_layout(base + '[trace]\nfields = { m = 4 }\n'
@@ -183,6 +184,10 @@ def test_tracing_the_kernel_test_suite_changes_nothing(tmp_path):
     assert any(e[0] == "ctx" and e[3] == "idle" and e[4] == "space kept" for e in ev)
     assert {e[4] for e in ev if e[0] == "ipc"} >= {"call", "reply-wait", "send",
                                                    "page-fault", "reply-wait map"}
+    # long messages (ktest long_*): delivered, cut, and failed on a page-fault timeout
+    long = [e for e in ev if e[0] == "ipc" and e[8] == "long"]
+    assert any(e[7] == "ok" for e in long) and any("0xe0" in e[7] for e in long)
+    assert any("0x80" in e[7] for e in long)
     guest = [line for line in traced.splitlines()
              if not re.match(r"^(\[\d+\] (ipc|ctx) |\(l4emu\) trace|tracing: )", line)]
     assert guest == plain.splitlines()

@@ -30,6 +30,8 @@ GUEST_TESTS = [
     "thread_schedule_mcp",
     "hostile_kernel_memory", "hostile_other_task_memory", "hostile_privileged",
     "hostile_trap_flag", "hostile_fuzz",
+    "long_dwords", "long_string_pagefault", "long_cut", "long_pf_timeout", "long_hostile",
+    "long_map", "long_cost",
 ]
 
 
@@ -101,3 +103,16 @@ def test_exceptions_become_ipc_with_a_handler(run):
     and the resumed state): no kill line; a handler that does not exist kills as before."""
     assert "killed" not in run.section("exc_int80")
     assert re.findall(r"killed: (#\w+) error", run.section("exc_gp")) == ["#GP"]
+
+
+def test_long_ipc_cost(run):
+    """ktest long_cost prints one-way costs in guest instructions (docs/abi.md, "Long
+    messages"): a long message costs more than a short one and a 4 KiB string more than 8
+    dwords, all within bounds that catch a copy gone byte-by-byte or a lost fast path."""
+    m = re.search(r"long ipc cost: short (\d+), 8 dwords (\d+), 4 KiB string (\d+) instructions",
+                  run.text)
+    assert m, run.section("long_cost")
+    short, dwords, string = map(int, m.groups())
+    assert short < 250, short
+    assert short < dwords < 1000, dwords
+    assert dwords < string < 3000, string

@@ -123,6 +123,63 @@ static inline l4_msgdope_t l4_msg_dwords(unsigned n) { return n << L4_MSG_DOPE_D
 l4_msgdope_t l4_exc_receive(l4_threadid_t *src, struct l4_exc_msg *m, l4_timeout_t timeout);
 /* Answer `dest`'s exception: its registers become m->w[L4_EXC_EIP ..]; returns the dope. */
 l4_msgdope_t l4_exc_reply(l4_threadid_t dest, struct l4_exc_msg *m, l4_timeout_t timeout);
+/* -- long messages (docs/abi.md "Long messages"): a V2 message buffer -------------------
+ * The header is followed by the dwords (size_dope.dwords of them) and then the string dopes;
+ * dwords 0 and 1 travel in EDX/EBX: the long calls below take them from w[0]/w[1] of the
+ * send buffer and store what arrived in w[0]/w[1] of the receive buffer. */
+struct l4_msghdr {
+    l4_fpage_t rcv_fpage;           /* receive window for a map message into this buffer */
+    l4_msgdope_t size_dope;         /* dwords and strings this buffer has room for */
+    l4_msgdope_t snd_dope;          /* dwords and strings to send from it */
+};
+typedef struct { l4_umword_t snd_size, snd_str, rcv_size, rcv_str; } l4_strdope_t;
+/* A buffer type with room for D dwords and S strings. */
+#define L4_MSGBUF(D, S) \
+    struct { struct l4_msghdr h; l4_umword_t w[D]; l4_strdope_t str[(S) ? (S) : 1]; }
+static inline l4_msgdope_t l4_msg_dope(unsigned dwords, unsigned strings)
+{
+    return dwords << L4_MSG_DOPE_DWORDS_SHIFT | strings << L4_MSG_DOPE_STRINGS_SHIFT;
+}
+static inline unsigned l4_dope_dwords(l4_msgdope_t d) { return d >> L4_MSG_DOPE_DWORDS_SHIFT; }
+static inline unsigned l4_dope_strings(l4_msgdope_t d) { return (d >> L4_MSG_DOPE_STRINGS_SHIFT) & 0x1F; }
+/* Set up buffer `m` with room for `dwords` dwords and `strings` strings, nothing to send. */
+void l4_msg_init(void *m, unsigned dwords, unsigned strings);
+/* The words and string dopes of a buffer (the dopes follow size_dope.dwords dwords). */
+static inline l4_umword_t *l4_msg_words(void *m) { return (l4_umword_t *)((struct l4_msghdr *)m + 1); }
+static inline l4_strdope_t *l4_msg_strdopes(void *m)
+{
+    return (l4_strdope_t *)(l4_msg_words(m) + l4_dope_dwords(((struct l4_msghdr *)m)->size_dope));
+}
+/* Send string i of `m`: `len` bytes at `p`.  Receive string i: room for `len` bytes at `p`. */
+static inline void l4_msg_snd_string(void *m, unsigned i, const void *p, l4_umword_t len)
+{
+    l4_msg_strdopes(m)[i].snd_str = (l4_umword_t)(uintptr_t)p;
+    l4_msg_strdopes(m)[i].snd_size = len;
+}
+static inline void l4_msg_rcv_string(void *m, unsigned i, void *p, l4_umword_t len)
+{
+    l4_msg_strdopes(m)[i].rcv_str = (l4_umword_t)(uintptr_t)p;
+    l4_msg_strdopes(m)[i].rcv_size = len;
+}
+/* Long IPC.  snd: a buffer whose snd_dope says what to send (NULL: nothing to send),
+ * rcv: a buffer to receive into (NULL: a short receive); map = 1 makes the send a map
+ * message (w[0] send base, w[1] fpage; the receiver's window: its rcv buffer's rcv_fpage).
+ * Each returns the error code; *dope (if given) the full result dope. */
+int l4_ipc_send_long(l4_threadid_t dest, const void *snd, int map, l4_timeout_t timeout,
+                     l4_msgdope_t *dope);
+int l4_ipc_call_long(l4_threadid_t dest, const void *snd, void *rcv, l4_timeout_t timeout,
+                     l4_msgdope_t *dope);
+int l4_ipc_receive_long(l4_threadid_t src, void *rcv, l4_timeout_t timeout, l4_msgdope_t *dope);
+int l4_ipc_wait_long(l4_threadid_t *src, void *rcv, l4_timeout_t timeout, l4_msgdope_t *dope);
+/* A timeout word with page-fault timeouts: snd_pf for faults in the receiver's space (the
+ * sender's), rcv_pf for faults in the sender's space (the receiver's); p: 0 never, 15 zero,
+ * else 4^(15-p) microseconds. */
+static inline l4_timeout_t l4_timeout_pf(l4_timeout_t t, unsigned snd_pf, unsigned rcv_pf)
+{
+    return (t & ~0xFF00u) | (rcv_pf & 0xF) << L4_IPC_RCV_PFAULT_SHIFT |
+           (snd_pf & 0xF) << L4_IPC_SND_PFAULT_SHIFT;
+}
+
 l4_threadid_t l4_task_new(l4_threadid_t task, l4_umword_t mcp_or_chief, l4_umword_t esp,
                           l4_umword_t eip, l4_threadid_t pager);
 /* The ID of task number `task` (lthread 0) as the caller would name it as its chief. */
