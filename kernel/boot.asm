@@ -63,6 +63,7 @@ kernel_init:
     call mbi_scan
     call pool_init
     call space_init
+    call desc_alias                     ; GDT and IDT to the CPU page's alias
     call kip_init
     call irq_init
     call sched_init
@@ -435,7 +436,9 @@ msg_bad_elf:
     .asciz "a boot module is not an i386 ELF executable for user space"
 
 .section .data
-.align 4
+; The first data of the kernel (kernel.asm includes boot.asm first) starts a page: no word
+; the kernel writes shares a page with code (a write there makes the engine check its blocks).
+.align 4096
 boot_magic: .long 0
 boot_mbi: .long 0
 ram_end: .long 0

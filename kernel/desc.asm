@@ -12,6 +12,15 @@
 ; TSS: only SS0:ESP0 (the current thread's kernel stack top, set at every switch) and the I/O
 ; bitmap matter.  The CPU sees the TSS at IO_TSS_VIRT (space.asm maps its page there, followed
 ; by each space's I/O bitmap); the kernel writes it through `tss`, the same memory.  IOPL is 0.
+;
+; The CPU page (`tss_page`): the IDT, the GDT, the two words the IPC fast path reads and
+; writes besides the TCBs (cur_space, resume_user_ptr) and the TSS share one page, the one
+; space.asm maps at IO_PAGE_VIRT in every space.  Once that mapping exists (desc_alias, after
+; space_init) GDTR and IDTR point there too, and the fast path uses the CPU_* aliases
+; (layout.inc), so what a switch touches besides code and TCBs is this one virtual page.
+; Unicorn (QEMU 5) drops its whole software TLB at every CR3 write and each page touched after
+; it costs a refill: one page here instead of three (the GDT and those words in .data, the TSS
+; written through the kernel window and read by the CPU at IO_TSS_VIRT); docs/benchmarking.md.
 
 .section .text
 desc_init:
@@ -95,8 +104,34 @@ set_gate:
     pop ebx
     ret
 
+; desc_alias: GDTR and IDTR to the CPU page's alias at IO_PAGE_VIRT (mapped by space_init in
+; the master directory, so in every space): the descriptor reads of every entry and exit then
+; hit the page the TSS is read from.  Clobbers eax.
+desc_alias:
+    mov eax, CPU_GDT
+    mov [gdtr + 2], eax
+    LGDT [gdtr]
+    mov eax, CPU_IDT
+    mov [idtr + 2], eax
+    LIDT [idtr]
+    ret
+
 .section .data
-.align 8
+.align 4
+gdtr:
+    .short 103                          ; 13 descriptors
+    .long gdt
+.align 4
+idtr:
+    .short 2047
+    .long idt
+
+; The CPU page: offsets fixed (layout.inc CPU_*; tests/kernel/test_build.py checks them), the
+; TSS at its end so that the I/O bitmap pages of the space follow it at IO_PAGE_VIRT + 4096.
+.align 4096
+tss_page:                               ; mapped at IO_PAGE_VIRT in every space
+idt:
+    .space 2048
 gdt:
     .long 0, 0
     .long 0x0000FFFF, 0x00CF9A00        ; 0x08 kernel code
@@ -107,13 +142,13 @@ gdt:
     .long 0, 0, 0, 0, 0, 0, 0, 0        ; 0x30-0x60 call gates (filled in)
     .long 0, 0, 0, 0, 0, 0
 gdt_end:
-gdtr:
-    .short 103                          ; 13 descriptors
-    .long gdt
-.align 4
-idtr:
-    .short 2047
-    .long idt
+cur_space: .long 0                      ; the page directory in CR3
+resume_user_ptr:                        ; where a fast-path sender resumes (fastpath.asm)
+    .long ipc_resume_user
+cpu_page_free:
+    .space 0xF98 - 0x870                ; up to the TSS (CPU_TSS - IO_PAGE_VIRT)
+tss:
+    .space 104
 
 ; The call-gate targets, in system-call order.
 gate_entries:
@@ -165,13 +200,3 @@ idt_table:
     .long 0x35, int_lthread_ex_regs, 0xEE00
     .long 0x36, int_task_new, 0xEE00
     .long -1
-
-.section .bss
-.align 8
-idt:
-    .space 2048
-.align 4096
-tss_page:                               ; mapped at IO_TSS_VIRT & ~0xFFF in every space
-    .space 4096 - 104
-tss:
-    .space 104

@@ -54,7 +54,7 @@ fastpath_accepted:
     jne ipc_slow
     ; -- commit: the sender blocks in its receive phase
     pushad
-    push dword ptr ss:[resume_user_ptr]
+    push dword ptr ss:[CPU_RESUME_USER]
     mov ss:[eax + TCB_KSP], esp
     mov dword ptr ss:[eax + TCB_STATE], TS_WAIT_RECV
     dec ebp                             ; call: 0 -> all ones; reply_and_wait: 1 -> 0
@@ -63,13 +63,13 @@ fastpath_accepted:
     ; -- the destination runs
     mov dword ptr ss:[ecx + TCB_STATE], TS_READY
     mov ebp, ss:[ecx + TCB_SPACE]
-    cmp ebp, ss:[cur_space]
+    cmp ebp, ss:[CPU_CUR_SPACE]
     je fastpath_same_space
     mov cr3, ebp
-    mov ss:[cur_space], ebp
+    mov ss:[CPU_CUR_SPACE], ebp
 fastpath_same_space:
     lea ebp, [ecx + L4_TCB_SIZE]
-    mov ss:[tss + 4], ebp               ; TSS.ESP0
+    mov ss:[CPU_TSS_ESP0], ebp        ; TSS.ESP0
     lea esp, [ecx + TCB_IRET]
     mov ebp, [esp - 24]                 ; its saved EBP (pushad slot)
     mov esi, ss:[eax + TCB_ID_LO]       ; source: the sender
@@ -77,8 +77,3 @@ fastpath_same_space:
     xor eax, eax                        ; dope: short message, no error
     iretd
 fastpath_end:
-
-.section .data
-.align 4
-resume_user_ptr:
-    .long ipc_resume_user

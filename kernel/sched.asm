@@ -552,7 +552,6 @@ state_codes:                            ; TS_* -> V2 state field
 .section .data
 .align 4
 idle_tcb: .long 0
-cur_space: .long 0                      ; the page directory in CR3
 ticks: .long 0
 timeout_head: .long 0
 tsch_old: .long 0

@@ -122,6 +122,36 @@ static inline const unsigned *work_of(unsigned member)
     return (const unsigned *)(work + (size_t)member * kib * 1024u);
 }
 
+/* One hop of the ring, `n` times: sum the working set, pass the token.  Always inlined with
+ * a constant stub (one copy per entry), so that the call is direct, and with the parameters
+ * in locals: a hop touches no data but its stack and `sink`.  On this engine every page
+ * touched after the switch's CR3 write and every indirect branch cost host time
+ * (docs/benchmarking.md, benchmarks/switch_pages.py).  The overhead loop keeps its
+ * parameters in locals too. */
+static inline __attribute__((always_inline)) l4_umword_t
+ring_hops(ipc_fn rw, l4_threadid_t next, const unsigned *ws, unsigned k, unsigned n,
+          l4_umword_t token)
+{
+    for (unsigned i = 0; i < n; i++) {
+        sink = bench_sumit(ws, k);
+        token = rw(next.low, next.high, token + 1);
+    }
+    return token;
+}
+#define RING_HOPS(next, ws, k, n, token)                                                \
+    (gate ? ring_hops(bench_rw_gate, next, ws, k, n, token)                             \
+          : ring_hops(bench_rw_int, next, ws, k, n, token))
+
+/* The same hop for ever (the ring's other members). */
+static inline __attribute__((always_inline, noreturn)) void
+member_hops(ipc_fn rw, l4_threadid_t next, const unsigned *ws, unsigned k, l4_umword_t token)
+{
+    for (;;) {
+        sink = bench_sumit(ws, k);
+        token = rw(next.low, next.high, token + 1);
+    }
+}
+
 /* -- the pager of the tasks: the root task's pages, at the same addresses ------------------ */
 static void pager(void *arg)
 {
@@ -148,7 +178,6 @@ static void pager(void *arg)
 static void member(void *arg)
 {
     unsigned me = (unsigned)(uintptr_t)arg;
-    ipc_fn rw = gate ? bench_rw_gate : bench_rw_int;
     const unsigned *ws = work_of(me);
     l4_threadid_t src;
     l4_umword_t token, dummy;
@@ -156,10 +185,9 @@ static void member(void *arg)
      * complete once the first token comes */
     l4_ipc_wait(&src, L4_IPC_SHORT_MSG, &token, &dummy, L4_IPC_NEVER, 0);
     l4_threadid_t next = ring[(me + 1) % procs];
-    for (;;) {
-        sink = bench_sumit(ws, kib);
-        token = rw(next.low, next.high, token + 1);
-    }
+    if (gate)
+        member_hops(bench_rw_gate, next, ws, kib, token);
+    member_hops(bench_rw_int, next, ws, kib, token);
 }
 
 static void server(void *arg)
@@ -191,7 +219,6 @@ static uint64_t stop(void)
 
 static uint64_t run_ring(int intra)
 {
-    ipc_fn rw = gate ? bench_rw_gate : bench_rw_int;
     ring[0] = root_id;
     for (unsigned i = 1; i < procs; i++) {
         l4_umword_t esp = l4_stack_prepare(member, (void *)(uintptr_t)i, stacks[i], PAGE);
@@ -211,16 +238,10 @@ static uint64_t run_ring(int intra)
             l4_thread_start(1 + i, member, (void *)(uintptr_t)i, stacks[i], PAGE, pager_id);
     l4_threadid_t next = ring[1];
     const unsigned *ws = work_of(0);
-    l4_umword_t token = 0;
-    for (unsigned w = 0; w < 2; w++) {          /* warm-up trips: faults, first receives */
-        sink = bench_sumit(ws, kib);
-        token = rw(next.low, next.high, token + 1);
-    }
+    unsigned k = kib, n = iters;
+    l4_umword_t token = RING_HOPS(next, ws, k, 2, 0);   /* warm-up: faults, first receives */
     start();
-    for (unsigned i = 0; i < iters; i++) {
-        sink = bench_sumit(ws, kib);
-        token = rw(next.low, next.high, token + 1);
-    }
+    token = RING_HOPS(next, ws, k, n, token);
     uint64_t t = stop();
     if (token != (2 + iters) * procs)
         printf("bench: token %u, expected %u\n", token, (2 + iters) * procs);
@@ -231,12 +252,12 @@ static uint64_t run_overhead(void)
 {
     /* What one hop does besides the IPC: the token and the sum of a member's working set. */
     l4_umword_t token = 0;
-    unsigned hops = iters * procs, m = 0;
+    unsigned k = kib, np = procs, hops = iters * procs, m = 0;    /* in locals, as ring_hops */
     start();
     for (unsigned i = 0; i < hops; i++) {
-        sink = bench_sumit(work_of(m), kib);
+        sink = bench_sumit((const unsigned *)(work + (size_t)m * k * 1024u), k);
         token = token + 1;
-        if (++m == procs)
+        if (++m == np)
             m = 0;
     }
     uint64_t t = stop();

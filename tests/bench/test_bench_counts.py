@@ -18,8 +18,8 @@ from emu.bench.session import BenchSession
 ITERS = 1000
 # (mode, entry, procs) -> guest instructions of the measured loop of ITERS iterations
 PINNED = {
-    ("lat_ctx", "gate", 2): 163017,     # 2000 switches: 81.5 per switch, loop included
-    ("lat_ctx", "int", 2): 153017,      # 76.5 per switch
+    ("lat_ctx", "gate", 2): 159022,     # 2000 switches: 79.5 per switch, loop included
+    ("lat_ctx", "int", 2): 149022,      # 74.5 per switch
     ("pp_inter", "gate", 2): 150035,    # 1000 round trips: 75.0 per one-way IPC
     ("pp_inter", "int", 2): 140035,     # 70.0 per one-way IPC
 }

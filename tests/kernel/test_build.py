@@ -111,6 +111,31 @@ def test_images_build_into_i386_elfs_with_symbols():
             assert {"_start", "main", "l4_syscall", "l4_int_ipc", "l4_gate_ipc"} <= names
 
 
+def test_kernel_cpu_page_layout():
+    """What an address-space switch touches besides code and TCBs is one page (desc.asm, the
+    CPU page; docs/benchmarking.md): the IDT, GDT, the fast path's two words and the TSS lie
+    in it at the offsets layout.inc gives their aliases (the TSS at its end, so the space's
+    I/O bitmap follows it); the fast path's code is one page; no written data shares a page
+    with code."""
+    built = build_image(ROOT / "images" / "hello.toml")
+    with open(built.kernel, "rb") as f:
+        syms = {s.name: s["st_value"]
+                for s in ELFFile(f).get_section_by_name(".symtab").iter_symbols() if s.name}
+    layout = (ROOT / "kernel" / "layout.inc").read_text()
+    equ = {n: v for n, v in re.findall(r"^\.equ (CPU_\w+), IO_PAGE_VIRT \+ (0x[0-9A-Fa-f]+)",
+                                        layout, re.MULTILINE)}
+    page = syms["tss_page"]
+    assert page % 4096 == 0
+    assert syms["idt"] == page
+    for name, label in (("CPU_GDT", "gdt"), ("CPU_CUR_SPACE", "cur_space"),
+                        ("CPU_RESUME_USER", "resume_user_ptr")):
+        assert syms[label] - page == int(equ[name], 16), name
+    assert syms["gdt_end"] - syms["gdt"] == 13 * 8
+    assert syms["tss"] - page == 0x1000 - 104
+    assert syms["gate_ipc"] >> 12 == (syms["fastpath_end"] - 1) >> 12
+    assert syms["boot_magic"] % 4096 == 0 and syms["boot_magic"] > syms["fastpath_end"]
+
+
 def test_image_cache_follows_the_abi_table_and_sources(tmp_path, monkeypatch):
     """An unchanged image is not rebuilt; a changed server source is."""
     monkeypatch.setenv("L4EMU_CACHE", str(tmp_path / "cache"))
