@@ -23,10 +23,32 @@ def iterations_for(procs: int, hops: int = DEFAULT_HOPS) -> int:
     return max(20, -(-hops // procs))
 
 
-def _repeat(sess: BenchSession, runs: int, **kw):
-    ms = [sess.measure(**kw) for _ in range(runs)]
+def _repeat(sess: BenchSession, runs: int, floors: list[float] | None = None, **kw):
+    """`runs` measurements of one point.  With `floors`, each is preceded by a run of the
+    engine floor on the same machine (appended to `floors`): the host's speed drifts, so a
+    point is compared with the floor measured right before it."""
+    ms = []
+    for _ in range(runs):
+        if floors is not None:
+            floors.append(sess.floor(runs=1).host_ns_per_switch)
+        ms.append(sess.measure(**kw))
     counts = {m.insns for m in ms}
     return ms, len(counts) == 1
+
+
+def over_floor(per_run_ns: list[float], floors: list[float]) -> float:
+    """The median of each run's host time over the floor measured just before it."""
+    import statistics
+    return round(statistics.median(t / f for t, f in zip(per_run_ns, floors)), 3)
+
+
+def floor_record(floor, floors: list[float]) -> dict:
+    import statistics
+    return {"what": "lcall through a DPL-3 call gate, one CR3 write, retf",
+            "iterations": floor.iterations, "insns_per_switch": floor.insns_per_switch,
+            "host_ns_per_switch": round(statistics.median(floors), 1),
+            "host_ns_min": round(min(floors), 1), "host_ns_max": round(max(floors), 1),
+            "runs": len(floors)}
 
 
 def run_lat_ctx(sizes, procs_list, entries, runs: int, hops: int = DEFAULT_HOPS,
@@ -37,7 +59,8 @@ def run_lat_ctx(sizes, procs_list, entries, runs: int, hops: int = DEFAULT_HOPS,
     points, overheads = [], {}
     total = len(sizes) * len(procs_list) * (len(entries) + 1) + 1
     with progress(total, "lat_ctx", quiet) as advance:
-        floor = sess.floor()
+        floor = sess.floor(runs=1)
+        floors = [floor.host_ns_per_switch]
         advance("engine floor")
         for kib in sizes:
             for n in procs_list:
@@ -49,10 +72,12 @@ def run_lat_ctx(sizes, procs_list, entries, runs: int, hops: int = DEFAULT_HOPS,
                 overheads[(kib, n)] = ovr_insns
                 advance(f"size={kib}k N={n} overhead")
                 for entry in entries:
-                    ms, same = _repeat(sess, runs, mode="lat_ctx", entry=entry, procs=n,
-                                       kib=kib, iters=iters)
+                    mark = len(floors)
+                    ms, same = _repeat(sess, runs, floors, mode="lat_ctx", entry=entry,
+                                       procs=n, kib=kib, iters=iters)
                     per = ms[0].insns / (iters * n)
-                    host = host_stats([m.host_ns / (iters * n) for m in ms])
+                    per_run = [m.host_ns / (iters * n) for m in ms]
+                    host = host_stats(per_run)
                     points.append({
                         "bench": "lat_ctx", "size_kib": kib, "procs": n, "entry": entry,
                         "iterations": iters, "switches": iters * n,
@@ -66,18 +91,14 @@ def run_lat_ctx(sizes, procs_list, entries, runs: int, hops: int = DEFAULT_HOPS,
                         "host_ns_per_switch": host,
                         "ovr_host_ns_per_switch": round(ovr_ns, 1),
                         "host_ns_per_switch_net": round(host["median"] - ovr_ns, 1),
-                        "host_over_floor": round(host["median"] / floor.host_ns_per_switch, 3),
+                        "host_over_floor": over_floor(per_run, floors[mark:]),
                         "reproducible": same,
                     })
                     advance(f"size={kib}k N={n} {entry}")
     if own:
         sess.close()
     return {"benchmark": "lat_ctx", **environment(), "nominal_ips": ips,
-            "engine_floor": {"what": "lcall through a DPL-3 call gate, one CR3 write, retf",
-                             "iterations": floor.iterations,
-                             "insns_per_switch": floor.insns_per_switch,
-                             "host_ns_per_switch": round(floor.host_ns_per_switch, 1)},
-            "points": points}
+            "engine_floor": floor_record(floor, floors), "points": points}
 
 
 def lmbench_lines(record: dict, entry: str) -> list[str]:

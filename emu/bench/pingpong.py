@@ -8,21 +8,24 @@ per entry method; per call, the loop included.
 """
 from __future__ import annotations
 
-from .lat_ctx import _repeat
+from .lat_ctx import _repeat, floor_record, over_floor
 from .report import environment, host_stats, progress
 from .session import BenchSession
 
 MODES = {"inter": "pp_inter", "intra": "pp_intra"}
 
 
-def _point(sess, runs, bench, mode, label, entry, iters, per_unit, ips, floor_ns):
-    ms, same = _repeat(sess, runs, mode=mode, entry=entry, procs=2, kib=0, iters=iters)
+def _point(sess, runs, bench, mode, label, entry, iters, per_unit, ips, floors):
+    mark = len(floors)
+    ms, same = _repeat(sess, runs, floors, mode=mode, entry=entry, procs=2, kib=0,
+                       iters=iters)
     per = ms[0].insns / (iters * per_unit)
-    host = host_stats([m.host_ns / (iters * per_unit) for m in ms])
+    per_run = [m.host_ns / (iters * per_unit) for m in ms]
+    host = host_stats(per_run)
     return {"bench": bench, "mode": label, "entry": entry, "iterations": iters,
             "guest_insns_loop": ms[0].insns, "guest_rdtsc_loop": ms[0].guest_rdtsc,
             "insns_per_op": round(per, 4), "guest_us_per_op": round(per / ips * 1e6, 6),
-            "host_ns_per_op": host, "host_over_floor": round(host["median"] / floor_ns, 3),
+            "host_ns_per_op": host, "host_over_floor": over_floor(per_run, floors[mark:]),
             "reproducible": same}
 
 
@@ -33,17 +36,18 @@ def run_pingpong(modes, entries, runs: int, iters: int = 10_000, quiet: bool = F
     ips = sess.machine.clock.ips
     points = []
     with progress(len(modes) * len(entries) + 1, "pingpong", quiet) as advance:
-        floor = sess.floor()
+        floor = sess.floor(runs=1)
+        floors = [floor.host_ns_per_switch]
         advance("engine floor")
         for mode in modes:
             for entry in entries:
                 points.append(_point(sess, runs, "pingpong", MODES[mode], mode, entry, iters,
-                                     2, ips, floor.host_ns_per_switch))
+                                     2, ips, floors))
                 advance(f"{mode} {entry}")
     if own:
         sess.close()
     return {"benchmark": "pingpong", "unit": "one-way IPC", **environment(),
-            "nominal_ips": ips, "engine_floor": _floor(floor), "points": points}
+            "nominal_ips": ips, "engine_floor": floor_record(floor, floors), "points": points}
 
 
 def run_null(entries, runs: int, iters: int = 10_000, quiet: bool = False,
@@ -53,19 +57,15 @@ def run_null(entries, runs: int, iters: int = 10_000, quiet: bool = False,
     ips = sess.machine.clock.ips
     points = []
     with progress(len(entries) + 1, "null", quiet) as advance:
-        floor = sess.floor()
+        floor = sess.floor(runs=1)
+        floors = [floor.host_ns_per_switch]
         advance("engine floor")
         for entry in entries:
             points.append(_point(sess, runs, "null", "null", "id_nearest(myself)", entry,
-                                 iters, 1, ips, floor.host_ns_per_switch))
+                                 iters, 1, ips, floors))
             advance(entry)
     if own:
         sess.close()
     return {"benchmark": "null", "unit": "system call", **environment(), "nominal_ips": ips,
-            "engine_floor": _floor(floor), "points": points}
+            "engine_floor": floor_record(floor, floors), "points": points}
 
-
-def _floor(floor) -> dict:
-    return {"what": "lcall through a DPL-3 call gate, one CR3 write, retf",
-            "iterations": floor.iterations, "insns_per_switch": floor.insns_per_switch,
-            "host_ns_per_switch": round(floor.host_ns_per_switch, 1)}

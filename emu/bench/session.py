@@ -6,8 +6,9 @@ is saved.  Every measurement restores it, writes the parameters into EAX/ECX/EDX
 breakpoints on `bench_mark_start` and `bench_mark_end`, which the guest calls right before and
 right after its measured loop.  The difference of the machine's retired-instruction counter
 (`m.clock.now`) between the two is the exact guest cost of the loop (a handful of instructions
-of the marks and rdtsc calls included); the host's perf_counter_ns between the same two stops
-is its host time.  The guest also reports its own rdtsc count on COM1 (rdtsc = retired
+of the marks and rdtsc calls included); the CPU time of this thread between the same two stops
+(time.thread_time_ns: on a shared host it leaves out the time the process was not running) is
+its host time.  The guest also reports its own rdtsc count on COM1 (rdtsc = retired
 instructions), which is checked against the breakpoint count.
 """
 from __future__ import annotations
@@ -102,7 +103,7 @@ class BenchSession:
         marks = []
         while len(marks) < 2:
             r = self._run(max_insns)
-            t = time.perf_counter_ns()
+            t = time.thread_time_ns()
             if r.reason is not Stop.BREAKPOINT:
                 raise UserError(f"bench {mode} {entry} N={procs} {kib}k: the guest stopped "
                                 f"({r.reason.name}: {r.detail})\n"
