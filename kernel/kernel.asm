@@ -8,8 +8,9 @@
 ;   entry.asm     system-call entries: int 0x30-0x36 and the call gates, dispatch
 ;   fastpath.asm  IPC fast path: short call / reply_and_wait to a waiting partner
 ;   ipc.asm       IPC general path, page faults as IPC
+;   clan.asm      clans and chiefs: redirection, deceit, id_nearest
 ;   sched.asm     ready lists, switching, timeouts, thread_switch, thread_schedule
-;   thread.asm    TCBs, thread creation and deletion, lthread_ex_regs, id_nearest
+;   thread.asm    TCBs, thread creation and deletion, lthread_ex_regs
 ;   task.asm      task table, task_new (create, delete, clans)
 ;   space.asm     kernel memory pool, address spaces, mapping flexpages, fpage_unmap
 ;   irq.asm       8259A, 8254 timer tick
@@ -35,6 +36,7 @@
 .include "entry.asm"
 .include "fastpath.asm"
 .include "ipc.asm"
+.include "clan.asm"
 .include "sched.asm"
 .include "thread.asm"
 .include "task.asm"
