@@ -75,15 +75,22 @@ ipc_do:
     mov eax, [ebp + TCB_SND_DESC]
     cmp eax, L4_IPC_NIL_DESCRIPTOR
     je ipc_rcv_phase
-    cmp eax, 3                          ; 0/1 short, 2/3 short map (bit 0, deceit, is ignored)
+    cmp eax, 3                          ; 0/1 short, 2/3 short map (bit 0: deceit)
     ja ipc_long_send
 ipc_short_send:
+    mov dword ptr [ebp + TCB_CLAN], 0
     mov eax, [ebp + TCB_DEST_LO]
     mov edx, [ebp + TCB_DEST_HI]
     call tcb_lookup
     test eax, eax
-    jz ipc_snd_not_existent
+    jz ipc_snd_clan                     ; (clan.asm) no such thread: maybe via a chief
     mov esi, eax                        ; destination
+    mov eax, [esi + TCB_ID_HI]          ; the same chief (and nest): the same clan
+    cmp eax, [ebp + TCB_ID_HI]
+    jne ipc_snd_clan_dest               ; (clan.asm)
+    test byte ptr [ebp + TCB_SND_DESC], L4_IPC_DECEIT
+    jnz ipc_snd_clan_dest
+ipc_snd_routed:                         ; esi = the receiver (the destination or a chief)
     call receiving_from                 ; is esi waiting for ebp?
     jnc ipc_snd_block
     mov edi, esi
@@ -150,9 +157,9 @@ ipc_rcv_phase:
     jz ipc_rcv_not_existent
     mov esi, eax                        ; the expected sender
     cmp dword ptr [esi + TCB_STATE], TS_WAIT_SEND
-    jne ipc_rcv_block
+    jne ipc_rcv_deceivers               ; (clan.asm)
     cmp [esi + TCB_PARTNER], ebp
-    jne ipc_rcv_block
+    jne ipc_rcv_deceivers
     jmp ipc_rcv_take
 ipc_rcv_sleep:
     mov esi, WAIT_NOBODY
@@ -236,7 +243,7 @@ receiving_from:
     test ecx, ecx
     jz rf_yes
     cmp ecx, ebp
-    jne rf_no
+    jne rf_deceit                       ; (clan.asm)
 rf_yes:
     stc
     ret
@@ -258,6 +265,9 @@ ipc_transfer:
     mov eax, [esi + TCB_ID_HI]
     mov [edi + TCB_RES_SRC_HI], eax
     mov dword ptr [edi + TCB_RES_DOPE], 0
+    cmp dword ptr [esi + TCB_CLAN], 0
+    jne xfer_clan                       ; (clan.asm) redirected or deceiving
+xfer_clan_done:
     xor eax, eax
     test byte ptr [esi + TCB_SND_DESC], 2
     jz xfer_done
@@ -272,7 +282,7 @@ ipc_transfer:
     pop ebx
     test eax, eax
     jnz xfer_map_failed
-    mov dword ptr [edi + TCB_RES_DOPE], L4_IPC_DOPE_FPAGE_RECEIVED
+    or dword ptr [edi + TCB_RES_DOPE], L4_IPC_DOPE_FPAGE_RECEIVED
     xor eax, eax
 xfer_done:
     ret
@@ -299,7 +309,7 @@ xfer_special:
     call io_map                         ; (space.asm)
     test eax, eax
     jnz xfer_map_failed
-    mov dword ptr [edi + TCB_RES_DOPE], L4_IPC_DOPE_FPAGE_RECEIVED
+    or dword ptr [edi + TCB_RES_DOPE], L4_IPC_DOPE_FPAGE_RECEIVED
     ret
 
 ; ipc_after_send: esi = a sender whose message the current thread (ebp) just took, eax = 0 or
@@ -324,9 +334,9 @@ ias_receive:
     mov eax, [esi + TCB_DEST_LO]
     mov edx, [esi + TCB_DEST_HI]
     cmp eax, [ebp + TCB_ID_LO]          ; the usual case: a call to us
-    jne ias_self
+    jne ias_clan                        ; (clan.asm) or one redirected to us
     cmp edx, [ebp + TCB_ID_HI]
-    jne ias_self
+    jne ias_clan
     mov edx, ebp
     jmp ias_wait
 ias_open:

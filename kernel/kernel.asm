@@ -9,8 +9,9 @@
 ;   fastpath.asm  IPC fast path: short call / reply_and_wait to a waiting partner
 ;   ipc.asm       IPC general path, page faults as IPC
 ;   longipc.asm   long IPC: memory messages, strings, faults during the copy
+;   clan.asm      clans and chiefs: redirection, deceit, id_nearest
 ;   sched.asm     ready lists, switching, timeouts, thread_switch, thread_schedule
-;   thread.asm    TCBs, thread creation and deletion, lthread_ex_regs, id_nearest
+;   thread.asm    TCBs, thread creation and deletion, lthread_ex_regs
 ;   task.asm      task table, task_new (create, delete, clans)
 ;   space.asm     kernel memory pool, address spaces, mapping flexpages, fpage_unmap
 ;   irq.asm       8259A, 8254 timer tick
@@ -37,6 +38,7 @@
 .include "fastpath.asm"
 .include "ipc.asm"
 .include "longipc.asm"
+.include "clan.asm"
 .include "sched.asm"
 .include "thread.asm"
 .include "task.asm"

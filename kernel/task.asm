@@ -5,8 +5,10 @@
 ; Every task number has a chief, the task allowed to create or delete it: at boot the root
 ; task for every free number (from L4_FIRST_FREE_TASK), the kernel (0) for the rest; a task
 ; created by task_new keeps its creator as chief.  Deleting a task deletes every active task
-; whose chief is deleted too (the clan), found by marking until nothing changes, so no
-; recursion depends on the kernel stack.
+; whose chief is deleted too (the clan, at any depth), found by marking until nothing changes,
+; so no recursion depends on the kernel stack.  A deleted task's number keeps its chief, and
+; the numbers it was chief of keep it as theirs: the right to create them comes back with it.
+; The same table routes IPC between clans (clan.asm).
 
 .section .text
 task_init:

@@ -1,5 +1,5 @@
 ; kernel/thread.asm: thread control blocks.  Finding a thread by ID, creating and deleting
-; threads, cancelling their IPC, and the lthread_ex_regs and id_nearest system calls.
+; threads, cancelling their IPC, and the lthread_ex_regs system call.
 ;
 ; A TCB lives at a fixed virtual address computed from the thread number.  Its page is the
 ; shared read-only zero page until a thread in it is created (tcb_page_ensure); a lookup of
@@ -147,6 +147,12 @@ thread_create:
     shl edx, L4_ID_NEST_SHIFT
     or eax, edx
     mov [edi + TCB_ID_HI], eax
+    mov eax, [esi + TASK_CHIEF]         ; the fast path's clan (clan.asm): the chief's number,
+    test eax, eax                       ; a boot task's own
+    jnz tc_fast_clan
+    mov eax, [esp]
+tc_fast_clan:
+    mov [edi + TCB_FAST_CLAN], eax
     mov eax, [esi + TASK_PD]
     mov [edi + TCB_SPACE], eax
     mov eax, [esp]
@@ -402,20 +408,6 @@ exr_store_pre:
 esp_exch:
     mov [esi + TCB_EXCH_LO], eax
     mov [esi + TCB_EXCH_HI], edx
-    ret
-
-; id_nearest (ESI:EDI = destination, nil = myself) -> ESI:EDI = the partner a message really
-; reaches, EAX = 0 (same clan).  Without clan redirection (part 1) that is the destination.
-sys_id_nearest:
-    mov dword ptr [ebx + R_EAX], 0
-    mov eax, [ebx + R_ESI]
-    or eax, [ebx + R_EDI]
-    jnz idn_done
-    mov eax, [ebp + TCB_ID_LO]
-    mov [ebx + R_ESI], eax
-    mov eax, [ebp + TCB_ID_HI]
-    mov [ebx + R_EDI], eax
-idn_done:
     ret
 
 .section .data

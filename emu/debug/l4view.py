@@ -55,7 +55,7 @@ guest sees nothing: same instructions, same count).  The kernel describes them:
     ]
     ipc = [
       { symbol = "fastpath_same_space", path = "fast path",
-        sender = "eax", receiver = "ecx",       # TCBs
+        sender = "esi", receiver = "eax",       # TCBs
         w0 = "edx", w1 = "ebx",                 # the two message words
         dope = "0",                             # the receiver's result (message dope)
         snd = "0", rcv = "[esp + 12]" },        # the sender's descriptors: what kind of IPC

@@ -105,7 +105,8 @@ int wait_state(l4_threadid_t t, unsigned state, unsigned ms)
 #define TESTS(X)                                                                              \
     X(kip) X(boot_modules) X(kdebug_output) X(id_nearest)                                     \
     X(ipc_send_receive) X(ipc_call_reply) X(ipc_open_wait_source) X(ipc_both_entries)         \
-    X(ipc_timeout_zero) X(ipc_timeout_finite) X(ipc_not_existent) X(ipc_dead_thread)          \
+    X(ipc_timeout_zero) X(ipc_timeout_finite) X(ipc_fast_fallback) X(ipc_not_existent)       \
+    X(ipc_dead_thread)                                                                        \
     X(ipc_cancel) X(ipc_map_window) X(ipc_grant) X(ipc_map_sizes)                           \
     X(pagefault_pager) X(fpage_unmap) X(sigma0_protocol) X(sigma0_superpage)                  \
     X(fpage_unmap_recursive) X(fpage_unmap_own) X(fpage_remap_readonly) X(fpage_grant_moves)  \
@@ -113,6 +114,8 @@ int wait_state(l4_threadid_t t, unsigned state, unsigned ms)
     X(exregs_create) X(exregs_modify) X(exc_int80) X(exc_gp) X(exc_hostile) X(io_ports)       \
     X(irq_rtc)                                                                                \
     X(task_lifecycle) X(task_not_chief) X(task_clan)                                          \
+    X(clan_redirect_out) X(clan_redirect_in) X(clan_call_through_chief) X(clan_deceit)        \
+    X(clan_id_nearest) X(clan_delete)                                                         \
     X(sched_priority_preempt) X(sched_round_robin) X(thread_switch_donation)                  \
     X(thread_schedule_mcp)                                                                    \
     X(hostile_kernel_memory) X(hostile_other_task_memory) X(hostile_privileged)               \

@@ -152,6 +152,30 @@ int test_ipc_timeout_finite(void)
     return 0;
 }
 
+static void wait_for_sigma0(void *arg)
+{
+    (void)arg;
+    l4_ipc_receive(L4_SIGMA0_ID, L4_IPC_SHORT_MSG, 0, 0, L4_IPC_NEVER, 0);
+    l4_sleep_forever();
+}
+
+/* A call the fast path looks at but leaves (the destination waits for another thread) reaches
+ * the general path with the caller's registers as they came: its send timeout 0 expires at
+ * once, by either entry. */
+int test_ipc_fast_fallback(void)
+{
+    l4_threadid_t t = thread(2, wait_for_sigma0, 0);
+    CHECK(wait_state(t, L4_TS_WAIT_RECEIVE, 20), "not waiting: %#x", state_of(t));
+    for (int gate = 0; gate < 2; gate++) {
+        l4_set_entry(gate ? L4_ENTRY_GATE : L4_ENTRY_INT);
+        int err = l4_ipc_call(t, L4_IPC_SHORT_MSG, 1, 2, L4_IPC_SHORT_MSG, 0, 0,
+                              L4_IPC_SEND_TIMEOUT_0, 0);
+        CHECK(err == L4_IPC_SETIMEOUT, "call by %s: %#x", gate ? "gate" : "int", err);
+    }
+    park(2);
+    return 0;
+}
+
 int test_ipc_not_existent(void)
 {
     l4_threadid_t nobody = {(77u << L4_ID_TASK_SHIFT) | 1, 0};

@@ -85,6 +85,36 @@ static void sigma0_asker(void *arg)
     l4_sleep_forever();
 }
 
+/* V2 clans: a task the root task created asks sigma0 (outside the root task's clan) through
+ * its chief.  Its request is redirected to the root task, which forwards it as the task
+ * (deceit: sigma0 sees the true asker) and receives sigma0's answer, also redirected (it enters
+ * the root task's clan), into `window`; then it forwards the answer as sigma0, mapping on what
+ * it got.  0 when everything went as V2 says. */
+static int relay_to_sigma0(l4_threadid_t child, l4_umword_t window)
+{
+    l4_ipc_deceit_ids_t ids = {L4_NIL_ID, child};
+    l4_umword_t w0, w1;
+    l4_msgdope_t dope;
+    int err = l4_ipc_wait_redirect(&ids, L4_IPC_SHORT_MSG, &w0, &w1, RCV_MS(50), &dope);
+    if (err || !(dope & L4_IPC_DOPE_REDIRECTED) || !(dope & L4_IPC_DOPE_SRC_INSIDE) ||
+        !l4_same(ids.dest, L4_SIGMA0_ID) || !l4_same(ids.true_src, child))
+        return 0x1000 | err | dope;
+    struct l4_regs r = {L4_IPC_SHORT_MSG | L4_IPC_DECEIT, l4_ipc_timeout(50000, 100000), w0, w1,
+                        L4_SIGMA0_ID.low, L4_SIGMA0_ID.high,
+                        l4_rcv_window(l4_fpage(window, L4_PAGESHIFT, 0, 0))};
+    l4_syscall_vsrc(&r, child.low, child.high);
+    if ((r.eax & L4_IPC_ERROR_MASK) || (r.eax & (L4_IPC_DOPE_REDIRECTED | L4_IPC_DOPE_SRC_INSIDE))
+        != L4_IPC_DOPE_REDIRECTED || r.ecx != child.low || r.ebp != child.high)
+        return 0x2000 | r.eax;
+    l4_ipc_deceit_ids_t back = {child, L4_SIGMA0_ID};
+    if (r.eax & L4_IPC_DOPE_FPAGE_RECEIVED)
+        err = l4_ipc_send_deceiting(back, L4_IPC_SHORT_FPAGE, r.edx,
+                                    l4_fpage(window, L4_PAGESHIFT, 1, 0), SND_MS(50), 0);
+    else
+        err = l4_ipc_send_deceiting(back, L4_IPC_SHORT_MSG, r.edx, r.ebx, SND_MS(50), 0);
+    return err ? 0x3000 | err : 0;
+}
+
 int test_sigma0_protocol(void)
 {
     l4_umword_t p1, p2;
@@ -102,15 +132,19 @@ int test_sigma0_protocol(void)
     /* another task may not have it */
     child_page = p1;
     child_result = 0;
-    spawn(5, sigma0_asker, 0);
-    sleep_ms(2);
+    l4_threadid_t t = spawn(5, sigma0_asker, 0);
+    int relay = relay_to_sigma0(t, 0x6B000000);
+    sleep_ms(1);
+    CHECK(relay == 0, "relaying to sigma0: %#x", relay);
     CHECK(child_result == 2, "another task asked for it: result %#x", child_result);
     kill(5);
     /* nobody owns the next page: the task gets it */
     child_page = p1 + 64 * PAGE;
     child_result = 0;
-    spawn(5, sigma0_asker, 0);
-    sleep_ms(2);
+    t = spawn(5, sigma0_asker, 0);
+    relay = relay_to_sigma0(t, 0x6B001000);
+    sleep_ms(1);
+    CHECK(relay == 0, "relaying to sigma0: %#x", relay);
     CHECK(child_result == 1, "a free page: result %#x", child_result);
     kill(5);
     /* kernel memory is never handed out */

@@ -140,11 +140,17 @@ int test_task_clan(void)
     CHECK(l4_task_of(g) == 21, "task 22 could not create 21: %#x", g.low);
     CHECK(g.high == ((22u << L4_ID_CHIEF_SHIFT) | (2u << L4_ID_NEST_SHIFT)),
           "chief/nest %#x", g.high);
-    CHECK(echo_ok(g), "task 21 does not answer");
+    /* task 21 is in task 22's clan: its page fault to the root task's pager goes to task 22
+     * (which does not answer), as would the root task's messages to it */
+    CHECK(wait_state(g, L4_TS_PENDING_SEND, 20), "task 21 is not blocked: %#x", state_of(g));
+    l4_threadid_t n, partner;
+    l4_thread_schedule(g, L4_SCHED_INVALID, &partner, 0);
+    CHECK(l4_same(partner, c), "task 21's fault went to %#x", partner.low);
+    CHECK(l4_id_nearest(g, &n) == L4_NC_INNER_CLAN && l4_same(n, c), "nearest %#x", n.low);
     /* the root task is not task 21's chief */
     r = l4_task_new(l4_task_id(21), 0, 0, 0, L4_NIL_ID);
     CHECK(l4_is_nil(r), "the root task deleted another chief's task");
-    CHECK(echo_ok(g), "task 21 is gone");
+    CHECK(state_of(g) == L4_TS_PENDING_SEND, "task 21 is gone");
     /* deleting the chief deletes its clan */
     kill(22);
     CHECK(state_of(c) == 0xFF && state_of(g) == 0xFF, "clan still alive");

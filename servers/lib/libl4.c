@@ -84,6 +84,37 @@ int l4_ipc_send(l4_threadid_t dest, l4_umword_t snd_desc, l4_umword_t w0, l4_umw
     return ipc(&r, dope);
 }
 
+int l4_ipc_send_deceiting(l4_ipc_deceit_ids_t ids, l4_umword_t snd_desc, l4_umword_t w0,
+                          l4_umword_t w1, l4_timeout_t timeout, l4_msgdope_t *dope)
+{
+    struct l4_regs r = {snd_desc | L4_IPC_DECEIT, timeout, w0, w1, ids.dest.low, ids.dest.high,
+                        L4_IPC_NIL_DESCRIPTOR};
+    l4_syscall_vsrc(&r, ids.true_src.low, ids.true_src.high);
+    if (dope)
+        *dope = r.eax;
+    return r.eax & L4_IPC_ERROR_MASK;
+}
+
+int l4_ipc_wait_redirect(l4_ipc_deceit_ids_t *ids, l4_umword_t rcv_desc, l4_umword_t *r0,
+                         l4_umword_t *r1, l4_timeout_t timeout, l4_msgdope_t *dope)
+{
+    int closed = !l4_is_nil(ids->true_src);
+    struct l4_regs r = {L4_IPC_NIL_DESCRIPTOR, timeout, 0, 0, ids->true_src.low,
+                        ids->true_src.high, closed ? rcv_desc & ~(l4_umword_t)L4_IPC_OPEN_IPC
+                                                   : rcv_desc | L4_IPC_OPEN_IPC};
+    int err = ipc(&r, dope);
+    ids->true_src.low = r.esi;
+    ids->true_src.high = r.edi;
+    ids->dest = L4_NIL_ID;
+    if (!err && (r.eax & L4_IPC_DOPE_REDIRECTED)) {
+        ids->dest.low = r.ecx;
+        ids->dest.high = r.ebp;
+    }
+    if (r0) *r0 = r.edx;
+    if (r1) *r1 = r.ebx;
+    return err;
+}
+
 int l4_ipc_wait(l4_threadid_t *src, l4_umword_t rcv_desc, l4_umword_t *r0, l4_umword_t *r1,
                 l4_timeout_t timeout, l4_msgdope_t *dope)
 {

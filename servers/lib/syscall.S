@@ -37,6 +37,29 @@ l4_syscall:
     movl 24(%ebp), %ebp
     ret
 
+/* l4_syscall_vsrc(r, vsrc_low, vsrc_high): ipc by int 0x30 with the virtual source of a
+ * deceiving send at [ESP] and [ESP+4] when the kernel is entered (V2's convention). */
+    .globl l4_syscall_vsrc
+l4_syscall_vsrc:
+    pushl %ebp
+    pushl %ebx
+    pushl %esi
+    pushl %edi
+    movl 20(%esp), %ebp             /* r */
+    pushl %ebp                      /* r, for the way back */
+    pushl 32(%esp)                  /* vsrc high */
+    pushl 32(%esp)                  /* vsrc low */
+    movl 0(%ebp), %eax
+    movl 4(%ebp), %ecx
+    movl 8(%ebp), %edx
+    movl 12(%ebp), %ebx
+    movl 16(%ebp), %esi
+    movl 20(%ebp), %edi
+    movl 24(%ebp), %ebp
+    int $0x30
+    addl $8, %esp
+    jmp l4_syscall_store
+
     .globl l4_int_ipc, l4_int_ipc_return, l4_gate_ipc, l4_gate_ipc_return, l4_syscall_store
 l4_int_ipc:
     int $0x30

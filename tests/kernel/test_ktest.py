@@ -18,7 +18,8 @@ from .l4boot import boot
 GUEST_TESTS = [
     "kip", "boot_modules", "kdebug_output", "id_nearest",
     "ipc_send_receive", "ipc_call_reply", "ipc_open_wait_source", "ipc_both_entries",
-    "ipc_timeout_zero", "ipc_timeout_finite", "ipc_not_existent", "ipc_dead_thread",
+    "ipc_timeout_zero", "ipc_timeout_finite", "ipc_fast_fallback", "ipc_not_existent",
+    "ipc_dead_thread",
     "ipc_cancel", "ipc_map_window", "ipc_grant", "ipc_map_sizes",
     "pagefault_pager", "fpage_unmap", "sigma0_protocol", "sigma0_superpage",
     "fpage_unmap_recursive", "fpage_unmap_own", "fpage_remap_readonly", "fpage_grant_moves",
@@ -26,6 +27,8 @@ GUEST_TESTS = [
     "exregs_create", "exregs_modify", "exc_int80", "exc_gp", "exc_hostile",
     "io_ports", "irq_rtc",
     "task_lifecycle", "task_not_chief", "task_clan",
+    "clan_redirect_out", "clan_redirect_in", "clan_call_through_chief", "clan_deceit",
+    "clan_id_nearest", "clan_delete",
     "sched_priority_preempt", "sched_round_robin", "thread_switch_donation",
     "thread_schedule_mcp",
     "hostile_kernel_memory", "hostile_other_task_memory", "hostile_privileged",

@@ -91,6 +91,21 @@ int l4_ipc_receive(l4_threadid_t src, l4_umword_t rcv_desc, l4_umword_t *r0, l4_
 int l4_ipc_sleep(l4_timeout_t timeout);
 void l4_sleep_forever(void) __attribute__((noreturn));
 
+/* -- clans and chiefs (docs/abi.md) -------------------------------------------------------- */
+/* V2's l4_ipc_deceit_ids_t: a chief forwards a message to `dest` as if from `true_src`. */
+typedef struct { l4_threadid_t dest, true_src; } l4_ipc_deceit_ids_t;
+/* The ipc call of r (by int 0x30) with [ESP], [ESP+4] = vsrc when the kernel is entered: the
+ * virtual source of a deceiving send (set L4_IPC_DECEIT in r->eax), as V2's bindings pass it. */
+void l4_syscall_vsrc(struct l4_regs *r, l4_umword_t vsrc_low, l4_umword_t vsrc_high);
+/* Send as ids.true_src (the kernel ignores the deceit where V2 does not permit it). */
+int l4_ipc_send_deceiting(l4_ipc_deceit_ids_t ids, l4_umword_t snd_desc, l4_umword_t w0,
+                          l4_umword_t w1, l4_timeout_t timeout, l4_msgdope_t *dope);
+/* An open wait (or closed: ids->true_src not nil) telling a chief what was redirected to
+ * it: ids->true_src = the source, ids->dest = the intended destination (nil when the
+ * message was not redirected, dope without L4_IPC_DOPE_REDIRECTED). */
+int l4_ipc_wait_redirect(l4_ipc_deceit_ids_t *ids, l4_umword_t rcv_desc, l4_umword_t *r0,
+                         l4_umword_t *r1, l4_timeout_t timeout, l4_msgdope_t *dope);
+
 /* -- the other six ------------------------------------------------------------------------ */
 l4_threadid_t l4_myself(void);
 int l4_id_nearest(l4_threadid_t dest, l4_threadid_t *nearest);
