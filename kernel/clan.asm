@@ -235,6 +235,12 @@ urd_fail:                               ; exc_pf resumes here after a fault
 ; Its results get the dope bits and the virtual source; a redirected message's intended
 ; destination goes straight to the receiver's ECX:EBP.  Clobbers eax, ecx.
 xfer_clan:
+    call clan_results
+    jmp xfer_clan_done
+
+; clan_results: esi = a sender whose TCB_CLAN is not 0, edi = the receiver (from ipc_transfer
+; and longipc.asm's lipc_transfer).  Clobbers eax, ecx.
+clan_results:
     mov eax, [esi + TCB_CLAN]
     mov [edi + TCB_RES_DOPE], eax
     test al, L4_IPC_DOPE_DECEITED
@@ -245,7 +251,7 @@ xfer_clan:
     mov [edi + TCB_RES_SRC_HI], eax
 xc_dest:
     test byte ptr [esi + TCB_CLAN], L4_IPC_DOPE_REDIRECTED
-    jz xfer_clan_done
+    jz cr_done
     ; ECX:EBP of a receiver in the ipc system call (the current thread, or one blocked with
     ; ipc_resume_user as its resume point): its register frame is at TCB_FRAME.
     mov eax, esp
@@ -255,17 +261,18 @@ xc_dest:
     mov eax, [edi + TCB_KSP]
     mov ecx, ipc_resume_user
     cmp [eax], ecx
-    jne xfer_clan_done
+    jne cr_done
 xc_frame:
     mov eax, [esi + TCB_DEST_LO]
     mov [edi + TF_ECX], eax
     mov eax, [esi + TCB_DEST_HI]
     mov [edi + TF_EBP], eax
-    jmp xfer_clan_done
+    ret
 xc_current:
     cmp dword ptr [edi + TCB_RCV_STATE], TS_WAIT_RECV
     je xc_frame
-    jmp xfer_clan_done
+cr_done:
+    ret
 
 
 ; ias_clan: from ipc_after_send; the current thread (ebp) took the message of a caller (esi)

@@ -79,6 +79,7 @@ ipc_do:
     ja ipc_long_send
 ipc_short_send:
     mov dword ptr [ebp + TCB_CLAN], 0
+ipc_snd_route:                          ; (also long sends: longipc.asm)
     mov eax, [ebp + TCB_DEST_LO]
     mov edx, [ebp + TCB_DEST_HI]
     call tcb_lookup
@@ -91,6 +92,9 @@ ipc_short_send:
     test byte ptr [ebp + TCB_SND_DESC], L4_IPC_DECEIT
     jnz ipc_snd_clan_dest
 ipc_snd_routed:                         ; esi = the receiver (the destination or a chief)
+    cmp dword ptr [ebp + TCB_SND_DESC], 3
+    ja ipc_snd_routed_long              ; a long message, or an exception's (out of line)
+ipc_snd_routed_short:
     call receiving_from                 ; is esi waiting for ebp?
     jnc ipc_snd_block
     mov edi, esi
@@ -134,6 +138,10 @@ ipc_snd_queue:
     jmp ipc_result                      ; an error dope
 ipc_long_send:                          ; a memory message, an exception message or reply
     jmp lipc_send                       ; (longipc.asm)
+ipc_snd_routed_long:                    ; a memory message goes on in longipc.asm; an
+    cmp dword ptr [ebp + TCB_SND_DESC], L4_USER_LIMIT   ; exception message or reply here
+    jae ipc_snd_routed_short
+    jmp lps_routed
 ipc_snd_not_existent:
     mov eax, L4_IPC_ENOT_EXISTENT
     jmp ipc_result

@@ -89,6 +89,17 @@ lps_exc:                                ; an exception message or the reply to o
 lps_long:
     cmp dword ptr [ebp + TCB_SND_DESC], L4_USER_LIMIT
     jae lps_cut                         ; a buffer in kernel memory: never looked at
+    mov dword ptr [ebp + TCB_CLAN], 0   ; routed like a short send: clans and chiefs
+    jmp ipc_snd_route                   ; (ipc.asm, clan.asm), then on at lps_routed
+lps_routed:                             ; esi = the receiver (the destination or a chief)
+    cmp dword ptr [esi + TCB_STATE], TS_WAIT_PF     ; a handler's register-frame reply to a
+    jne lps_routed_long                             ; thread in its exception (lps_exc took
+    mov ecx, exc_resume                             ; it) is a short send
+    cmp [esi + TCB_CONT_EIP], ecx
+    jne lps_routed_long
+    cmp [esi + TCB_WAIT_FOR], ebp
+    je ipc_snd_routed_short
+lps_routed_long:
     inc dword ptr [lx_count]
     call receiving_from
     jnc ipc_snd_block                   ; queue (the receiver takes it: lipc_rcv_take)
@@ -138,6 +149,10 @@ lipc_transfer:
     mov eax, [esi + TCB_ID_HI]
     mov [edi + TCB_RES_SRC_HI], eax
     mov dword ptr [edi + TCB_RES_DOPE], 0
+    cmp dword ptr [esi + TCB_CLAN], 0
+    je lt_clan_done
+    call clan_results                   ; (clan.asm) redirected or deceiving
+lt_clan_done:
     push ebx
     sub esp, LXF_SIZE
     mov [esp + LXF_S], esi
@@ -290,6 +305,8 @@ lt_cut_dope:
     or eax, L4_IPC_REMSGCUT
     mov dword ptr [esp + LXF_SERR], L4_IPC_SEMSGCUT
 lt_done:
+    mov ecx, [esp + LXF_S]
+    or eax, [ecx + TCB_CLAN]            ; redirected, inside, deceited (0 for most)
     mov [edi + TCB_RES_DOPE], eax
     mov eax, [esp + LXF_SERR]
     xor edx, edx

@@ -115,7 +115,7 @@ int wait_state(l4_threadid_t t, unsigned state, unsigned ms)
     X(irq_rtc)                                                                                \
     X(task_lifecycle) X(task_not_chief) X(task_clan)                                          \
     X(clan_redirect_out) X(clan_redirect_in) X(clan_call_through_chief) X(clan_deceit)        \
-    X(clan_id_nearest) X(clan_delete)                                                         \
+    X(clan_id_nearest) X(clan_long_redirect) X(clan_delete)                                   \
     X(sched_priority_preempt) X(sched_round_robin) X(thread_switch_donation)                  \
     X(thread_schedule_mcp)                                                                    \
     X(hostile_kernel_memory) X(hostile_other_task_memory) X(hostile_privileged)               \

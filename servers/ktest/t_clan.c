@@ -39,6 +39,10 @@ struct member {
     volatile l4_msgdope_t fwd_dope;
     volatile l4_umword_t fwd_w0;
     volatile int fwd_err;
+    /* the last message redirected to it that its short receive cut (a long one) */
+    volatile unsigned cut;
+    volatile l4_threadid_t cut_src, cut_dest;
+    volatile l4_msgdope_t cut_dope;
 };
 
 static struct member members[4];        /* A, B, A1, A11 */
@@ -137,8 +141,15 @@ static void member(void *arg)
         l4_ipc_deceit_ids_t ids = {L4_NIL_ID, L4_NIL_ID};
         l4_umword_t w0 = 0, w1 = 0;
         l4_msgdope_t dope = 0;
-        if (l4_ipc_wait_redirect(&ids, L4_IPC_SHORT_MSG, &w0, &w1, RCV_MS(1), &dope) == 0)
+        int err = l4_ipc_wait_redirect(&ids, L4_IPC_SHORT_MSG, &w0, &w1, RCV_MS(1), &dope);
+        if (err == 0) {
             handle(me, &ids, w0, w1, dope);
+        } else if (dope & L4_IPC_DOPE_REDIRECTED) {
+            me->cut_src = ids.true_src;
+            me->cut_dest = ids.dest;
+            me->cut_dope = dope;
+            me->cut++;
+        }
         command(me);
     }
 }
@@ -235,6 +246,30 @@ int test_clan_redirect_out(void)
           "A forwarded %u, %#x from %#x", A->fwd - fwd, A->fwd_dope, A->fwd_src.low);
     CHECK(l4_same(B->got_src, A11->id) && (B->got_dope & CLAN_DOPE) == L4_IPC_DOPE_DECEITED &&
           B->got_w0 == 0x1212, "B got %#x from %#x", B->got_dope, B->got_src.low);
+    tree_down();
+    return 0;
+}
+
+int test_clan_long_redirect(void)
+{
+    /* A long message is routed like a short one: root -> A1 (4 dwords) enters A's clan and
+     * reaches A, redirected, where A's short receive cuts it; A1 never sees it. */
+    static L4_MSGBUF(4, 0) m;
+    CHECK(tree_up(), "the tree did not come up");
+    unsigned cut = A->cut, got = A1->got;
+    l4_msg_init(&m, 4, 0);
+    for (unsigned i = 0; i < 4; i++)
+        m.w[i] = 0x4440u + i;
+    m.h.snd_dope = l4_msg_dope(4, 0);
+    l4_msgdope_t d = 0;
+    int err = l4_ipc_send_long(A1->id, &m, 0, SND_MS(50), &d);
+    CHECK(err == L4_IPC_SEMSGCUT, "send: %#x (dope %#x)", err, d);
+    CHECK(settle(&A->cut, cut), "A got nothing");
+    CHECK(l4_same(A->cut_src, root_id) && l4_same(A->cut_dest, A1->id),
+          "A got it from %#x for %#x", A->cut_src.low, A->cut_dest.low);
+    CHECK((A->cut_dope & CLAN_DOPE) == L4_IPC_DOPE_REDIRECTED &&
+          (A->cut_dope & L4_IPC_ERROR_MASK) == L4_IPC_REMSGCUT, "A's dope %#x", A->cut_dope);
+    CHECK(A1->got == got, "A1 got the message directly");
     tree_down();
     return 0;
 }

@@ -106,7 +106,7 @@ int l4_ipc_wait_redirect(l4_ipc_deceit_ids_t *ids, l4_umword_t rcv_desc, l4_umwo
     ids->true_src.low = r.esi;
     ids->true_src.high = r.edi;
     ids->dest = L4_NIL_ID;
-    if (!err && (r.eax & L4_IPC_DOPE_REDIRECTED)) {
+    if (r.eax & L4_IPC_DOPE_REDIRECTED) {       /* also a redirected message cut short */
         ids->dest.low = r.ecx;
         ids->dest.high = r.ebp;
     }

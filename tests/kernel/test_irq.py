@@ -68,13 +68,16 @@ def test_every_interrupt_reaches_the_handler(latencies):
 def test_irq_to_handler_latency(latencies):
     """The handler (priority above everything else) runs right after its interrupt: the
     kernel masks and acknowledges the line, delivers and switches in a few dozen
-    instructions; the count is the same for every interrupt taken in the same context."""
+    instructions; the count is the same, within the few instructions the kernel's queues at
+    that moment add, for every interrupt taken in the same context."""
     to_user, to_woken, _ = latencies
     print(f"IRQ 8 -> handler: {to_user} instructions to its first user instruction, "
           f"{to_woken} to irq_rtc_woken")
     assert all(w > u for u, w in zip(to_user, to_woken))
     assert max(to_user[1:]) <= LATENCY_BOUND, to_user
-    assert len(set(to_user[1:])) == 1, to_user
+    # The same path for each (after the first, which meets cold paths); the kernel's queues
+    # at that moment (the ready list a wake-up walks) may add an instruction or two.
+    assert max(to_user[1:]) - min(to_user[1:]) <= 4, to_user
 
 
 def test_exception_to_handler_latency(latencies):

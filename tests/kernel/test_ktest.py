@@ -28,7 +28,7 @@ GUEST_TESTS = [
     "io_ports", "irq_rtc",
     "task_lifecycle", "task_not_chief", "task_clan",
     "clan_redirect_out", "clan_redirect_in", "clan_call_through_chief", "clan_deceit",
-    "clan_id_nearest", "clan_delete",
+    "clan_id_nearest", "clan_long_redirect", "clan_delete",
     "sched_priority_preempt", "sched_round_robin", "thread_switch_donation",
     "thread_schedule_mcp",
     "hostile_kernel_memory", "hostile_other_task_memory", "hostile_privileged",
