@@ -4,7 +4,8 @@
 ; It takes `call` (EBP = 0: closed receive from the destination) and `reply_and_wait`
 ; (EBP = 1: open receive) with a short register message (EAX = 0) and a never-expiring
 ; receive timeout, when the destination is already waiting for this sender (TS_WAIT_RECV:
-; no timeout, still on its ready list), and the sender has nobody queued to send to it.
+; no timeout, still on its ready list), and the sender has nobody queued to send to it and no
+; TLS segment (TCB_FP_BLOCK: desc.asm; a thread with one never waits in TS_WAIT_RECV either).
 ; The switch then does what the general path would, without touching any queue (lazy
 ; scheduling: the sender stays on its ready list while it waits):
 ;
@@ -48,10 +49,10 @@ fastpath_ipc:                           ; int 0x30: user registers untouched
     cmp ss:[ecx + TCB_WAIT_FOR], eax    ; it waits for this sender ...
     je fastpath_accepted
     cmp dword ptr ss:[ecx + TCB_WAIT_FOR], 0      ; ... or for anyone
-    jne ipc_slow
+    jne fastpath_refused
 fastpath_accepted:
-    cmp dword ptr ss:[eax + TCB_SENDQ], 0 ; nobody waits to send to the sender
-    jne ipc_slow
+    cmp dword ptr ss:[eax + TCB_FP_BLOCK], 0  ; nobody waits to send to the sender, no TLS
+    jne fastpath_refused
     ; -- commit: the sender blocks in its receive phase
     pushad
     push dword ptr ss:[resume_user_ptr]
@@ -77,6 +78,9 @@ fastpath_same_space:
     xor eax, eax                        ; dope: short message, no error
     iretd
 fastpath_end:
+fastpath_refused:                       ; after EAX (0 at entry) was used for the sender's TCB
+    xor eax, eax
+    jmp ipc_slow
 
 .section .data
 .align 4

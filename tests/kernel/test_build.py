@@ -53,6 +53,7 @@ def test_abi_table_errors_are_one_line(tmp_path):
     (".equ A, 4\nmov eax, [ecx + eax*A]", "multiplied"),
     (".equ A, 4\nmov eax, 0x400 - A", "after '-'"),
     (".equ A, 4\nand eax, ~A", "after '-' or '~'"),
+    (".equ K, 0xC0000000\nsub edi, 4096 + K", "a number plus a symbol"),   # = sub edi, [K]
 ])
 def test_keystone_miscompiling_operands_are_refused(src, why):
     """Operand expressions keystone 0.9.2 gets silently wrong (each seen while writing the

@@ -21,7 +21,8 @@ FAST_PATH = {            # entry -> (reply to a closed wait, call to an open wai
     "int": (45, 47),
     "gate": (50, 52),
 }
-# fault -> pager (user C code) -> map -> retry: 681 today (597 before the mapping database)
+# fault -> pager (user C code) -> map -> retry: 682 today (597 before the mapping database,
+# 681 before TLS: the general path reads the caller's TCB_RCV_DEFAULT)
 PAGE_FAULT_BOUND = 700
 
 
