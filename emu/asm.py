@@ -132,6 +132,8 @@ def _bad_operand(expr: str, memory: bool) -> str | None:
             return "a symbol after '-' or '~'"
         if memory and (before == "*" or (i + 1 < len(toks) and toks[i + 1] == "*")):
             return "a symbol multiplied in a memory operand"
+        if not memory and before == "+" and i >= 2 and toks[i - 2][0].isdigit():
+            return "a number plus a symbol (an immediate taken for a memory address)"
     return None
 
 

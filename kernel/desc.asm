@@ -116,15 +116,111 @@ desc_alias:
     LIDT [idtr]
     ret
 
+; -- thread-local storage (docs/abi.md "Thread-local storage") -------------------------------
+; One GDT entry (L4_SEL_TLS) holds the TLS segment of `tls_owner`.  A switch to a thread with
+; a TLS segment goes through resume_tcb's special case (its TCB_CR3 is 0), which calls
+; tls_load; such a thread never takes the fast path (TCB_FP_BLOCK) nor waits in TS_WAIT_RECV
+; (TCB_RCV_DEFAULT), so the fast path and switches between threads without TLS pay nothing.  The
+; kernel does not save GS: a thread with TLS runs with GS = L4_SEL_TLS (loaded at every switch
+; to it), for the others GS is whatever the last thread left.
+
+; tls_load: eax = a thread with a TLS segment, about to run: its descriptor into the GDT
+; unless it is there already, and GS = L4_SEL_TLS (which reloads GS's hidden base).
+; Clobbers ecx, edx.
+tls_load:
+    cmp eax, [tls_owner]
+    je tls_ld_gs
+    mov [tls_owner], eax
+    mov ecx, [eax + TCB_TLS_DESC_LO]
+    mov edx, [eax + TCB_TLS_DESC_HI]
+    mov [gdt_tls], ecx
+    mov [gdt_tls + 4], edx
+tls_ld_gs:
+    mov cx, L4_SEL_TLS
+    mov gs, cx
+    ret
+
+; tls_set: edi = a thread, eax = TLS base, edx = limit word (L4_TLS_LIMIT_MASK |
+; L4_TLS_LIMIT_PAGES; 0:0 removes the segment), ebp = the current thread.  CF set: refused
+; (a base at or above L4_USER_LIMIT, undefined limit bits), nothing changed.  The segment's
+; limit protects nothing (the kernel's pages are supervisor-only, and the emulator does not
+; check segment limits).  Clobbers eax, ecx, edx.
+tls_set:
+    mov ecx, eax
+    or ecx, edx
+    jz tls_clear
+    cmp eax, L4_USER_LIMIT
+    jae tls_refuse
+    test edx, TLS_LIMIT_UNDEFINED
+    jnz tls_refuse
+    mov [edi + TCB_TLS_BASE], eax
+    mov [edi + TCB_TLS_LIMIT], edx
+    mov ecx, eax                        ; low dword: base 15..0, limit 15..0
+    shl ecx, 16
+    mov cx, dx
+    mov [edi + TCB_TLS_DESC_LO], ecx
+    mov ecx, eax                        ; high dword: base 31..24, G, B, limit 19..16,
+    and ecx, 0xFF000000                 ; present, DPL 3, data read/write accessed,
+    and edx, TLS_LIMIT_HIGH_BITS        ; base 23..16 (SDM vol. 3 §3.4.5)
+    or ecx, edx
+    or ecx, TLS_DESC_HIGH_FLAGS
+    shr eax, 16
+    mov cl, al
+    mov [edi + TCB_TLS_DESC_HI], ecx
+    or dword ptr [edi + TCB_FP_BLOCK], FPB_TLS
+    mov dword ptr [edi + TCB_CR3], 0
+    mov dword ptr [edi + TCB_RCV_DEFAULT], TS_WAIT_RECV_DQ
+    cmp dword ptr [edi + TCB_STATE], TS_WAIT_RECV
+    jne tls_set_rcv
+    mov dword ptr [edi + TCB_STATE], TS_WAIT_RECV_DQ    ; no longer for the fast path ...
+tls_set_rcv:
+    cmp dword ptr [edi + TCB_RCV_STATE], TS_WAIT_RECV   ; ... nor after the send it is in
+    jne tls_set_owner
+    mov dword ptr [edi + TCB_RCV_STATE], TS_WAIT_RECV_DQ
+tls_set_owner:
+    cmp edi, [tls_owner]
+    jne tls_set_cur
+    mov dword ptr [tls_owner], 0        ; its new descriptor goes in at the next switch
+tls_set_cur:
+    cmp edi, ebp
+    jne tls_ok
+    mov eax, edi                        ; the caller itself: at once
+    call tls_load
+tls_ok:
+    clc
+    ret
+tls_clear:
+    mov [edi + TCB_TLS_BASE], eax
+    mov [edi + TCB_TLS_LIMIT], eax
+    mov [edi + TCB_TLS_DESC_LO], eax
+    mov [edi + TCB_TLS_DESC_HI], eax
+    and dword ptr [edi + TCB_FP_BLOCK], FPB_SENDQ
+    mov eax, [edi + TCB_SPACE]
+    mov [edi + TCB_CR3], eax
+    mov dword ptr [edi + TCB_RCV_DEFAULT], TS_WAIT_RECV
+    cmp edi, [tls_owner]
+    jne tls_clear_cur
+    mov dword ptr [tls_owner], 0
+tls_clear_cur:
+    cmp edi, ebp
+    jne tls_ok
+    mov cx, L4_SEL_UDATA
+    mov gs, cx
+    jmp tls_ok
+tls_refuse:
+    stc
+    ret
+
 .section .data
 .align 4
 gdtr:
-    .short 103                          ; 13 descriptors
+    .short 111                          ; 14 descriptors
     .long gdt
 .align 4
 idtr:
     .short 2047
     .long idt
+tls_owner: .long 0                      ; the thread whose TLS descriptor is in the GDT
 
 ; The CPU page: offsets fixed (layout.inc CPU_*; tests/kernel/test_build.py checks them), the
 ; TSS at its end so that the I/O bitmap pages of the space follow it at IO_PAGE_VIRT + 4096.
@@ -141,12 +237,14 @@ gdt:
     .long 0, 0                          ; 0x28 TSS (filled in)
     .long 0, 0, 0, 0, 0, 0, 0, 0        ; 0x30-0x60 call gates (filled in)
     .long 0, 0, 0, 0, 0, 0
+gdt_tls:                                ; 0x68 L4_TLS_GDT_ENTRY: tls_owner's TLS segment
+    .long 0, 0
 gdt_end:
 cur_space: .long 0                      ; the page directory in CR3
 resume_user_ptr:                        ; where a fast-path sender resumes (fastpath.asm)
     .long ipc_resume_user
 cpu_page_free:
-    .space 0xF98 - 0x870                ; up to the TSS (CPU_TSS - IO_PAGE_VIRT)
+    .space 0xF98 - 0x878                ; up to the TSS (CPU_TSS - IO_PAGE_VIRT)
 tss:
     .space 104
 

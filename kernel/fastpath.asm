@@ -7,7 +7,8 @@
 ; no timeout, still on its ready list), both are in the same "fast clan" (TCB_FAST_CLAN: the
 ; chief's task number, for a boot task its own: siblings, or a boot task and a task it
 ; created; such IPC is never redirected, clan.asm), and the sender has nobody queued to send
-; to it.
+; to it and no TLS segment (TCB_FP_BLOCK: desc.asm; a thread with one never waits in
+; TS_WAIT_RECV either).
 ; The switch then does what the general path would, without touching any queue (lazy
 ; scheduling: the sender stays on its ready list while it waits):
 ;
@@ -56,7 +57,7 @@ fastpath_ipc:                           ; int 0x30: user registers untouched
     cmp dword ptr ss:[eax + TCB_WAIT_FOR], 0      ; ... or for anyone
     jne fastpath_bail
 fastpath_accepted:
-    cmp dword ptr ss:[esi + TCB_SENDQ], 0 ; nobody waits to send to the sender
+    cmp dword ptr ss:[esi + TCB_FP_BLOCK], 0  ; nobody waits to send to the sender, no TLS
     jne fastpath_bail
     ; -- commit: the sender blocks in its receive phase
     pushad

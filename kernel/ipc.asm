@@ -46,7 +46,8 @@ ipc_slow:
     mov [ebp + TCB_DEST_HI], eax
     mov [ebp + TCB_CONT_ESP], esp
     mov dword ptr [ebp + TCB_CONT_EIP], ipc_resume_user
-    mov dword ptr [ebp + TCB_RCV_STATE], TS_WAIT_RECV
+    mov eax, [ebp + TCB_RCV_DEFAULT]    ; TS_WAIT_RECV, or _DQ with TLS (desc.asm tls_set)
+    mov [ebp + TCB_RCV_STATE], eax
     call ipc_do
 ; ipc_resume_user: return from ipc to user mode; esp = the register frame.  Also the resume
 ; point of a receiver blocked by the general path or the fast path.

@@ -210,7 +210,9 @@ dbe_none:
     jmp dbe_out
 
 ; mdb_apply: eax = node, ecx = mask: its entry is cleared (L4_FP_FLUSH_PAGE) or made
-; read-only, and invalidated if its space is the current one.  Preserves all.
+; read-only, and invalidated if its space is the current one; an I/O port's node (key
+; MN_IO_KEY | port << 12) is always taken away: its bit in the space's I/O bitmap is set.
+; Preserves all.
 mdb_apply:
     push eax
     push edx
@@ -218,6 +220,8 @@ mdb_apply:
     mov ebx, eax
     mov edx, [ebx + MN_SPACE]
     mov eax, [ebx + MN_KEY]
+    cmp eax, MN_IO_KEY
+    jae dba_io
     call mdb_entry_at
     test eax, eax
     jz dba_out
@@ -238,6 +242,21 @@ dba_out:
     pop edx
     pop eax
     ret
+dba_io:
+    push ecx
+    mov ecx, eax
+    shr ecx, 12
+    and ecx, 0xFFFF                     ; the port
+    mov eax, [edx + PD_IO_KOFF]
+    and eax, PAGE_MASK
+    cmp eax, [io_deny_pt]
+    je dba_io_out                       ; (it has no ports at all)
+    add eax, KOFF
+    call io_bit
+    or [eax], dl
+dba_io_out:
+    pop ecx
+    jmp dba_out
 
 ; mdb_revoke: eax = node, ecx = mask (L4_FP_FLUSH_PAGE: remove, else read-only;
 ; L4_FP_ALL_SPACES: the node's own mapping too).  Every mapping derived from it, directly or
@@ -513,7 +532,287 @@ dbm_out:
     pop ecx
     ret
 
+; mdb_split: edx = space, eax = an address in a 4 MiB mapping of it (a PDE with PS).  That
+; mapping becomes 1024 4 KiB mappings of the same frames and rights in a new page table, and
+; so does every 4 MiB mapping derived from it, directly or not; in the database each of their
+; nodes becomes 1024 nodes, piece j's parent being piece j of the parent's split (or the
+; unsplit 4 MiB parent of the first one), and the 4 KiB mappings made from a 4 MiB page move
+; under the piece of their frame.  CF set: not enough kernel memory (nothing changed).
+; Preserves all registers.  (Iterative: a pre-order walk over the 4 MiB nodes.)
+mdb_split:
+    pushad
+    and eax, SUPER_MASK
+    mov [ms_xspace], edx
+    mov [ms_xbase], eax
+    or eax, MN_SUPER
+    call mdb_find
+    mov [ms_top], eax
+    mov ecx, 1                          ; how many 4 MiB mappings split
+    test eax, eax
+    jz ms_reserve
+    mov ebx, eax                        ; count the 4 MiB nodes of the subtree
+    xor ecx, ecx
+msc_visit:
+    inc ecx
+    mov eax, [ebx + MN_CHILD]
+msc_first:
+    test eax, eax
+    jz msc_up
+    test dword ptr [eax + MN_KEY], MN_SUPER
+    jnz msc_down
+    mov eax, [eax + MN_SIBLING]
+    jmp msc_first
+msc_down:
+    mov ebx, eax
+    jmp msc_visit
+msc_up:
+    cmp ebx, [ms_top]
+    je ms_reserve
+    mov eax, [ebx + MN_SIBLING]
+msc_sib:
+    test eax, eax
+    jz msc_parent
+    test dword ptr [eax + MN_KEY], MN_SUPER
+    jnz msc_down
+    mov eax, [eax + MN_SIBLING]
+    jmp msc_sib
+msc_parent:
+    mov ebx, [ebx + MN_PARENT]
+    jmp msc_up
+ms_reserve:                             ; ecx page tables, and 1024 nodes each
+    mov dword ptr [ms_pts], 0
+    mov esi, ecx
+ms_res_pt:
+    call pool_alloc
+    test eax, eax
+    jz ms_oom
+    add eax, KOFF
+    mov edx, [ms_pts]
+    mov [eax], edx
+    mov [ms_pts], eax
+    dec esi
+    jnz ms_res_pt
+    cmp dword ptr [ms_top], 0
+    je ms_no_node
+    shl ecx, 10                         ; nodes needed
+    xor edx, edx
+    mov eax, [mdb_free]
+ms_res_count:
+    cmp edx, ecx
+    jae ms_walk
+    test eax, eax
+    jz ms_res_grow
+    inc edx
+    mov eax, [eax + MN_HNEXT]
+    jmp ms_res_count
+ms_res_grow:
+    call mdb_grow
+    test eax, eax
+    jz ms_oom
+    xor eax, eax
+    add edx, 128
+    jmp ms_res_count
+ms_no_node:                             ; a mapping the kernel made (no node): just the table
+    call ms_table
+    jmp ms_done
+ms_walk:
+    mov ebx, [ms_top]
+ms_visit:
+    mov [ms_x], ebx
+    mov eax, [ebx + MN_SPACE]
+    mov [ms_xspace], eax
+    mov eax, [ebx + MN_KEY]
+    and eax, SUPER_MASK
+    mov [ms_xbase], eax
+    call ms_table
+    call ms_pieces
+    mov ebx, [ms_x]
+    mov eax, [ebx + MN_CHILD]           ; (only 4 MiB children are left)
+    test eax, eax
+    jnz ms_next
+ms_up:
+    cmp ebx, [ms_top]
+    je ms_free
+    mov eax, [ebx + MN_SIBLING]
+    test eax, eax
+    jnz ms_next
+    mov ebx, [ebx + MN_PARENT]
+    jmp ms_up
+ms_next:
+    mov ebx, eax
+    jmp ms_visit
+ms_free:                                ; the split nodes go (leaves first)
+    mov eax, [ms_top]
+    call mdb_detach
+    mov ebx, eax
+    mov edx, eax
+msf_loop:
+    mov eax, [edx + MN_CHILD]
+    test eax, eax
+    jz msf_leaf
+    mov edx, eax
+    jmp msf_loop
+msf_leaf:
+    cmp edx, ebx
+    je msf_top
+    mov eax, edx
+    mov edx, [eax + MN_PARENT]
+    mov ecx, [eax + MN_SIBLING]
+    mov [edx + MN_CHILD], ecx
+    call mdb_release
+    jmp msf_loop
+msf_top:
+    mov eax, ebx
+    call mdb_release
+ms_done:
+    call ms_unreserve
+    mov eax, cr3                        ; the old 4 MiB entries may be cached
+    mov cr3, eax
+    popad
+    clc
+    ret
+ms_oom:
+    call ms_unreserve
+    popad
+    stc
+    ret
+
+; ms_unreserve: the page tables reserved and not used go back to the pool.
+ms_unreserve:
+    mov eax, [ms_pts]
+    test eax, eax
+    jz msu_out
+    mov edx, [eax]
+    mov [ms_pts], edx
+    sub eax, KOFF
+    call pool_free
+    jmp ms_unreserve
+msu_out:
+    ret
+
+; ms_table: the 4 MiB PDE of [ms_xspace] at [ms_xbase] becomes a reserved page table with the
+; same frames and rights; [ms_frame] = its first frame.  Clobbers eax, ecx, edx, edi.
+ms_table:
+    mov edx, [ms_xspace]
+    add edx, KOFF
+    mov eax, [ms_xbase]
+    shr eax, 22
+    lea edx, [edx + eax*4]              ; &PDE
+    mov eax, [edx]
+    mov ecx, eax
+    and ecx, SUPER_MASK
+    mov [ms_frame], ecx
+    test eax, PTE_P
+    jz mst_out
+    test eax, PTE_PS
+    jz mst_out
+    and eax, PTE_P | PTE_W | PTE_U
+    or ecx, eax                         ; the first PTE
+    mov edi, [ms_pts]
+    mov eax, [edi]
+    mov [ms_pts], eax
+    mov eax, 1024
+mst_fill:
+    mov [edi], ecx
+    add ecx, 0x1000
+    add edi, 4
+    dec eax
+    jnz mst_fill
+    sub edi, 4096
+    sub edi, KOFF
+    or edi, PTE_U | PTE_W | PTE_P
+    mov [edx], edi
+mst_out:
+    ret
+
+; ms_pieces: [ms_x] (a 4 MiB node, its PDE just split): 1024 nodes for its pieces, each under
+; the parent's piece of the same offset (the parent is split already) or under the unsplit
+; parent; its 4 KiB children move under the piece of their frame; it is marked MN_SPLIT.
+; Clobbers all but ebp.
+ms_pieces:
+    mov ebx, [ms_x]
+    xor esi, esi                        ; the piece's offset
+msp_loop:
+    mov ecx, [ebx + MN_PARENT]
+    test ecx, ecx
+    jz msp_have
+    test dword ptr [ecx + MN_KEY], MN_SPLIT
+    jz msp_have
+    mov edx, [ecx + MN_SPACE]
+    mov eax, [ecx + MN_KEY]
+    and eax, SUPER_MASK
+    add eax, esi
+    call mdb_find
+    mov ecx, eax
+msp_have:
+    mov eax, [mdb_free]                 ; (reserved)
+    mov edx, [eax + MN_HNEXT]
+    mov [mdb_free], edx
+    mov edx, [ebx + MN_SPACE]
+    mov [eax + MN_SPACE], edx
+    mov edx, [ebx + MN_KEY]
+    and edx, SUPER_MASK
+    add edx, esi
+    mov [eax + MN_KEY], edx
+    mov [eax + MN_PARENT], ecx
+    xor edx, edx
+    mov [eax + MN_CHILD], edx
+    mov [eax + MN_SIBLING], edx
+    test ecx, ecx
+    jz msp_hash
+    mov edx, [ecx + MN_CHILD]
+    mov [eax + MN_SIBLING], edx
+    mov [ecx + MN_CHILD], eax
+msp_hash:
+    call mdb_hash_in
+    add esi, 0x1000
+    cmp esi, 0x400000
+    jb msp_loop
+    lea edi, [ebx + MN_CHILD]           ; the link to the child looked at
+msp_child:
+    mov eax, [edi]
+    test eax, eax
+    jz msp_mark
+    test dword ptr [eax + MN_KEY], MN_SUPER
+    jnz msp_keep
+    mov edx, [eax + MN_SIBLING]         ; a 4 KiB child: out of the list ...
+    mov [edi], edx
+    mov ecx, eax
+    mov edx, [ecx + MN_SPACE]
+    mov eax, [ecx + MN_KEY]
+    call mdb_entry_at
+    xor esi, esi
+    test eax, eax
+    jz msp_offset
+    mov esi, [eax]
+    and esi, PAGE_MASK
+    sub esi, [ms_frame]
+    and esi, 0x3FF000
+msp_offset:
+    mov edx, [ebx + MN_SPACE]           ; ... under the piece of its frame
+    mov eax, [ebx + MN_KEY]
+    and eax, SUPER_MASK
+    add eax, esi
+    call mdb_find
+    mov [ecx + MN_PARENT], eax
+    mov edx, [eax + MN_CHILD]
+    mov [ecx + MN_SIBLING], edx
+    mov [eax + MN_CHILD], ecx
+    jmp msp_child
+msp_keep:
+    lea edi, [eax + MN_SIBLING]
+    jmp msp_child
+msp_mark:
+    or dword ptr [ebx + MN_KEY], MN_SPLIT
+    ret
+
 .section .data
 .align 4
+ms_top: .long 0                         ; mdb_split's state
+ms_x: .long 0
+ms_xspace: .long 0
+ms_xbase: .long 0
+ms_frame: .long 0
+ms_pts: .long 0                         ; reserved page tables (kernel addresses, linked)
 mdb_hash: .long 0                       ; kernel address of the hash table
 mdb_free: .long 0                       ; free nodes, linked through MN_HNEXT

@@ -85,18 +85,30 @@ switch_to:
     mov [ecx + TCB_KSP], esp
 ; resume_tcb: eax = thread to run; the current one is not saved (it is dead, or its
 ; continuation is already in its TCB_KSP).
+; A thread with a TLS segment has TCB_CR3 = 0 like the idle thread, so the one test that
+; finds the idle thread also finds it, and switches between threads without TLS cost nothing
+; more (docs/abi.md "Thread-local storage").
 resume_tcb:
     mov esp, [eax + TCB_KSP]
     lea ecx, [eax + L4_TCB_SIZE]
     mov [tss + 4], ecx                  ; TSS.ESP0: its kernel stack for the next entry
-    mov ecx, [eax + TCB_SPACE]
+    mov ecx, [eax + TCB_CR3]
     test ecx, ecx
-    jz sw_done
+    jz sw_special
     cmp ecx, [cur_space]
     je sw_done
+sw_cr3:
     mov cr3, ecx
     mov [cur_space], ecx
 sw_done:
+    ret
+sw_special:                             ; the idle thread (no space), or a thread with TLS
+    cmp dword ptr [eax + TCB_TLS_DESC_HI], 0
+    je sw_done
+    call tls_load
+    mov ecx, [eax + TCB_SPACE]
+    cmp ecx, [cur_space]
+    jne sw_cr3
     ret
 
 ; sched_block: the current thread has left TS_READY; run another until it is woken.
@@ -224,6 +236,7 @@ sendq_append:
     test eax, eax
     jnz sqa_tail
     mov [esi + TCB_SENDQ], ebp
+    or dword ptr [esi + TCB_FP_BLOCK], FPB_SENDQ
     mov [ebp + TCB_SQ_NEXT], ebp
     mov [ebp + TCB_SQ_PREV], ebp
     ret
@@ -243,6 +256,7 @@ sendq_remove:
     cmp eax, esi
     jne sqr_unlink
     mov dword ptr [ecx + TCB_SENDQ], 0
+    and dword ptr [ecx + TCB_FP_BLOCK], FPB_TLS     ; (FPB_TLS: all but FPB_SENDQ)
     jmp sqr_done
 sqr_unlink:
     mov edx, [esi + TCB_SQ_PREV]

@@ -276,12 +276,32 @@ iom_size:
     test eax, eax
     jz iom_oom
     mov [iom_dst], eax
+    mov eax, [esi + TCB_SPACE]          ; the mapping database records each port given
+    mov [mf_sspace], eax
+    mov eax, [edi + TCB_SPACE]
+    mov [mf_rspace], eax
+    mov eax, [iom_grant]
+    mov [mf_move], eax
 iom_loop:
     mov ecx, ebx
+    mov eax, [iom_dst]
+    call io_bit
+    test [eax], dl
+    jz iom_next                         ; the receiver has it already: nothing changes
     mov eax, [iom_src]
     call io_bit
     test [eax], dl
     jnz iom_next                        ; the sender may not use it
+    mov eax, ebx
+    shl eax, 12
+    or eax, MN_IO_KEY
+    mov [mf_skey], eax
+    mov [mf_dkey], eax
+    call mdb_link                       ; a child of the sender's node, or (grant) its node
+    test eax, eax
+    jz iom_oom
+    mov eax, [iom_src]
+    call io_bit
     cmp dword ptr [iom_grant], 0
     je iom_give
     or [eax], dl
@@ -303,6 +323,111 @@ iom_oom:
     mov eax, L4_IPC_SEMAPFAILED
     pop ebp
     pop ebx
+    ret
+
+; io_unmap: from sys_fpage_unmap; eax = an I/O flexpage, ecx = mask, ebp = the caller.  Each
+; port of the range the caller may use is taken from every task it was given to from the
+; caller's, recursively (the mapping database, as memory); with L4_FP_ALL_SPACES from the
+; caller too.  Ports have no read-only: any mask revokes.  Clobbers all but ebp.
+io_unmap:
+    or ecx, L4_FP_FLUSH_PAGE
+    mov edx, eax
+    shr edx, L4_FPAGE_SIZE_SHIFT
+    and edx, L4_FPAGE_SIZE_MASK
+    cmp edx, 16
+    jbe ioun_size
+    mov edx, 16
+ioun_size:
+    push ecx
+    mov ecx, edx
+    mov edi, 1
+    shl edi, cl                         ; ports
+    pop ecx
+    mov ebx, eax
+    shr ebx, L4_IOFPAGE_PORT_SHIFT
+    and ebx, 0xFFFF
+    lea eax, [edi - 1]
+    not eax
+    and ebx, eax                        ; the first port, aligned to the size
+    mov esi, [ebp + TCB_SPACE]
+    mov eax, [esi + PD_IO_KOFF]
+    and eax, PAGE_MASK
+    cmp eax, [io_deny_pt]
+    je ioun_done                        ; the caller has no ports
+    add eax, KOFF
+    mov [iom_src], eax
+ioun_loop:
+    push ecx
+    mov ecx, ebx
+    mov eax, [iom_src]
+    call io_bit
+    pop ecx
+    test [eax], dl
+    jnz ioun_next                       ; not the caller's
+    push eax
+    mov edx, esi
+    mov eax, ebx
+    shl eax, 12
+    or eax, MN_IO_KEY
+    call mdb_find
+    test eax, eax
+    jz ioun_plain
+    call mdb_revoke
+    pop eax
+    jmp ioun_next
+ioun_plain:                             ; given at boot (no node): nothing derived from it
+    pop eax
+    test ecx, L4_FP_ALL_SPACES
+    jz ioun_next
+    push ecx
+    mov ecx, ebx
+    mov eax, [iom_src]
+    call io_bit
+    or [eax], dl
+    pop ecx
+ioun_next:
+    inc ebx
+    dec edi
+    jnz ioun_loop
+ioun_done:
+    ret
+
+; io_space_gone: eax = page directory (physical) of a space being destroyed, edx = its own I/O
+; table (physical): every port it has goes, with all given on from it (recursively).
+; Preserves all.
+io_space_gone:
+    pushad
+    mov esi, eax
+    lea edi, [edx + KOFF]
+    xor ebx, ebx                        ; port
+isg_loop:
+    mov ecx, ebx
+    mov eax, edi
+    call io_bit
+    test ebx, 31
+    jnz isg_bit
+    cmp dword ptr [eax], -1             ; 32 ports it does not have
+    jne isg_bit
+    add ebx, 32
+    jmp isg_more
+isg_bit:
+    test [eax], dl
+    jnz isg_next
+    mov edx, esi
+    mov eax, ebx
+    shl eax, 12
+    or eax, MN_IO_KEY
+    call mdb_find
+    test eax, eax
+    jz isg_next
+    mov ecx, L4_FP_FLUSH_PAGE | L4_FP_ALL_SPACES
+    call mdb_revoke
+isg_next:
+    inc ebx
+isg_more:
+    cmp ebx, IO_PORTS_ALL
+    jb isg_loop
+    popad
     ret
 
 ; io_allow_all: eax = page directory: every port (sigma0 and the root task at boot).
@@ -382,6 +507,7 @@ sd_next:
     and edx, PAGE_MASK
     cmp edx, [io_deny_pt]
     je sd_free
+    call io_space_gone                  ; its ports and all given on from them go
     push eax
     mov eax, [edx + KOFF + 4]
     and eax, PAGE_MASK
@@ -712,11 +838,10 @@ mf_other:
     jz mf_new_pt
     test eax, PTE_PS
     jz mf_have_pt
-    mov edx, [mf_rspace]                ; a 4 MiB mapping there: it goes; then again
-    mov eax, ecx
-    and eax, SUPER_MASK
-    or eax, MN_SUPER
-    call mdb_drop
+    mov edx, [mf_rspace]                ; a 4 MiB mapping there: split into 4 KiB mappings
+    mov eax, ecx                        ; (mapdb.asm), then again: the piece is replaced
+    call mdb_split
+    jc mf_oom
     jmp mf_loop
 mf_new_pt:
     call pool_alloc
@@ -827,6 +952,8 @@ mfd_done:
 sys_fpage_unmap:
     mov ecx, [ebx + R_ECX]
     mov eax, [ebx + R_EAX]
+    cmp eax, L4_IOFPAGE_MARK
+    jae io_unmap
     mov edx, eax
     shr edx, L4_FPAGE_SIZE_SHIFT
     and edx, L4_FPAGE_SIZE_MASK
@@ -869,16 +996,30 @@ fu_loop:
     jz fu_skip_super
     test ebx, PTE_PS
     jz fu_pt
-    test eax, 0x3FFFFF                  ; a 4 MiB page: only if wholly inside
-    jnz fu_skip_super
+    test eax, 0x3FFFFF                  ; a 4 MiB page wholly inside: as one
+    jnz fu_split
     cmp edx, 1024
-    jb fu_skip_super
+    jb fu_split
     or eax, MN_SUPER
     call fu_apply
     and eax, PAGE_MASK
     add eax, 0x400000
     sub edx, 1024
     jmp fu_loop
+fu_split:                               ; a part of a 4 MiB page: it becomes 4 KiB pages
+    push edx                            ; (mapdb.asm mdb_split), then again
+    mov edx, [ebp + TCB_SPACE]
+    call mdb_split
+    pop edx
+    jc fu_split_failed
+    jmp fu_loop
+fu_split_failed:                        ; no kernel memory for it: the whole 4 MiB page is
+    push eax                            ; revoked instead (more than asked, never less)
+    and eax, SUPER_MASK
+    or eax, MN_SUPER
+    call fu_apply
+    pop eax
+    jmp fu_skip_super
 fu_pt:
     and ebx, PAGE_MASK
     push eax

@@ -6,7 +6,7 @@
 ; any well-formed ID therefore reads memory and compares the ID, and finds nothing where no
 ; thread exists.
 
-.equ TCB_HEADER_DWORDS, 50              ; TCB_HEADER / 4
+.equ TCB_HEADER_DWORDS, TCB_HEADER / 4     ; cleared on creation
 
 .section .text
 ; tcb_lookup: edx:eax = thread ID -> eax = its TCB, or 0 if there is no such thread (also for
@@ -155,6 +155,8 @@ tc_fast_clan:
     mov [edi + TCB_FAST_CLAN], eax
     mov eax, [esi + TASK_PD]
     mov [edi + TCB_SPACE], eax
+    mov [edi + TCB_CR3], eax
+    mov dword ptr [edi + TCB_RCV_DEFAULT], TS_WAIT_RECV
     mov eax, [esp]
     mov [edi + TCB_TASK], eax
     mov eax, [esp + 16]
@@ -260,6 +262,8 @@ td_unqueued:
 ; cancel its IPC (unless L4_EXREGS_NO_CANCEL), set the new values.  A thread that does not
 ; exist is created if ESP and EIP are given (pager: the given one, else the caller's;
 ; priority: the caller's); one killed by an exception is restarted the same way.
+; l4emu: with L4_EXREGS_EXC_HANDLER EBX:EBP are the exception handler, with L4_EXREGS_TLS the
+; TLS segment (base : limit word).
 sys_lthread_ex_regs:
     mov eax, [ebp + TCB_TASK]
     mov edx, [ebx + R_EAX]
@@ -283,9 +287,14 @@ sys_lthread_ex_regs:
     mov eax, [esi + TCB_PREEMPT_LO]
     mov edx, [esi + TCB_PREEMPT_HI]
     test dword ptr [ebx + R_EAX], L4_EXREGS_EXC_HANDLER
-    jz exr_old_pre
+    jz exr_old_tls
     mov eax, [esi + TCB_EXCH_LO]        ; extension: the exception handler instead
     mov edx, [esi + TCB_EXCH_HI]
+exr_old_tls:
+    test dword ptr [ebx + R_EAX], L4_EXREGS_TLS
+    jz exr_old_pre
+    mov eax, [esi + TCB_TLS_BASE]       ; extension: the TLS segment instead
+    mov edx, [esi + TCB_TLS_LIMIT]
 exr_old_pre:
     mov [exr_old + 20], eax
     mov [exr_old + 24], edx
@@ -398,8 +407,11 @@ exr_pager_ok:
     jmp exr_out
 
 ; exr_store_pre: esi = TCB, eax:edx = a thread ID: the preempter, or with
-; L4_EXREGS_EXC_HANDLER in the caller's EAX (ebx = its frame) the exception handler.
+; L4_EXREGS_EXC_HANDLER in the caller's EAX (ebx = its frame) the exception handler, or with
+; L4_EXREGS_TLS the TLS segment's base:limit word (desc.asm tls_set; refused: unchanged).
 exr_store_pre:
+    test dword ptr [ebx + R_EAX], L4_EXREGS_TLS
+    jnz esp_tls
     test dword ptr [ebx + R_EAX], L4_EXREGS_EXC_HANDLER
     jnz esp_exch
     mov [esi + TCB_PREEMPT_LO], eax
@@ -408,6 +420,12 @@ exr_store_pre:
 esp_exch:
     mov [esi + TCB_EXCH_LO], eax
     mov [esi + TCB_EXCH_HI], edx
+    ret
+esp_tls:
+    push edi
+    mov edi, esi
+    call tls_set
+    pop edi
     ret
 
 .section .data

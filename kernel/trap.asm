@@ -190,7 +190,8 @@ exc_no_handler:
 ;   - a V2 message buffer (4-aligned, user) whose send dope has L4_EXC_FRAME_DWORDS dwords,
 ;     sent to a thread waiting for this sender's answer to its exception, is the handler's
 ;     register-frame reply: dwords 2..11 become the thread's EIP, ESP, EFLAGS (user bits) and
-;     general registers, read from the current space (a fault: SEMSGCUT, nothing changed).
+;     general registers, read from the current space (a fault: SEMSGCUT, nothing changed);
+;     with L4_EXC_TLS_DWORDS dwords, 12..13 also set its TLS segment (refused: SEMSGCUT).
 ; Clobbers eax, ecx, edx, esi, edi.
 exc_send_check:
     cmp eax, EXC_SND_DESC
@@ -226,6 +227,7 @@ esc_reply:
     shr eax, L4_MSG_DOPE_DWORDS_SHIFT
     cmp eax, L4_EXC_FRAME_DWORDS
     jb esc_fault
+    mov [exc_left], eax                 ; dwords in the reply
     add esi, L4_MSG_DWORD0 + 4 * L4_EXC_EIP
     mov edx, exc_tmp
     mov ecx, L4_EXC_FRAME_DWORDS - L4_EXC_EIP
@@ -235,6 +237,16 @@ esc_copy:
     add esi, 4
     add edx, 4
     loop esc_copy
+    cmp dword ptr [exc_left], L4_EXC_TLS_DWORDS
+    jb esc_regs
+    cmp esi, L4_USER_LIMIT - 8          ; esi = dword L4_EXC_TLS_BASE: it and the limit word
+    ja esc_fault
+    mov eax, [esi]
+    mov edx, [esi + 4]
+    mov dword ptr [uaccess_fixup], 0
+    call tls_set                        ; edi's TLS segment (refused: nothing changes)
+    jc esc_fail
+esc_regs:
     mov dword ptr [uaccess_fixup], 0
     mov esi, exc_tmp
     mov eax, [esi]

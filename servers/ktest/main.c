@@ -112,7 +112,8 @@ int wait_state(l4_threadid_t t, unsigned state, unsigned ms)
     X(fpage_unmap_recursive) X(fpage_unmap_own) X(fpage_remap_readonly) X(fpage_grant_moves)  \
     X(fpage_map_overwrites) X(fpage_map_cycle)                                                \
     X(exregs_create) X(exregs_modify) X(exc_int80) X(exc_gp) X(exc_hostile) X(io_ports)       \
-    X(irq_rtc)                                                                                \
+    X(irq_rtc) X(tls_threads) X(tls_exception_reply) X(io_unmap_recursive) X(io_unmap_own)  \
+    X(superpage_split) X(ipc_fastpath_refused)                                                \
     X(task_lifecycle) X(task_not_chief) X(task_clan)                                          \
     X(clan_redirect_out) X(clan_redirect_in) X(clan_call_through_chief) X(clan_deceit)        \
     X(clan_id_nearest) X(clan_long_redirect) X(clan_delete)                                   \

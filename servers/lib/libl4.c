@@ -212,6 +212,17 @@ l4_threadid_t l4_exception_handler(l4_umword_t lthread, l4_threadid_t handler)
     return (l4_threadid_t){r.ebx, r.ebp};
 }
 
+void l4_tls_set(l4_umword_t lthread, l4_umword_t base, l4_umword_t limit, l4_umword_t old[2])
+{
+    struct l4_regs r = {lthread | L4_EXREGS_TLS | L4_EXREGS_NO_CANCEL, ~0u, ~0u, base, ~0u, ~0u,
+                        limit};
+    l4_syscall(&r, L4_SYS_LTHREAD_EX_REGS);
+    if (old) {
+        old[0] = r.ebx;
+        old[1] = r.ebp;
+    }
+}
+
 l4_msgdope_t l4_exc_receive(l4_threadid_t *src, struct l4_exc_msg *m, l4_timeout_t timeout)
 {
     m->size_dope = l4_msg_dwords(L4_EXC_FRAME_DWORDS);
@@ -285,6 +296,17 @@ int l4_ipc_wait_long(l4_threadid_t *src, void *rcv, l4_timeout_t timeout, l4_msg
     *src = L4_NIL_ID;
     return long_ipc(src, L4_IPC_NIL_DESCRIPTOR, 0, rcv,
                     (l4_umword_t)(uintptr_t)rcv | L4_IPC_OPEN_IPC, timeout, dope);
+}
+
+l4_msgdope_t l4_exc_reply_tls(l4_threadid_t dest, const struct l4_exc_msg *m, l4_umword_t base,
+                              l4_umword_t limit, l4_timeout_t timeout)
+{
+    struct { struct l4_exc_msg m; l4_umword_t tls[2]; } r14 = {*m, {base, limit}};
+    r14.m.snd_dope = l4_msg_dwords(L4_EXC_TLS_DWORDS);
+    struct l4_regs r = {(l4_umword_t)(uintptr_t)&r14, timeout, m->w[0], m->w[1], dest.low,
+                        dest.high, L4_IPC_NIL_DESCRIPTOR};
+    l4_syscall(&r, L4_SYS_IPC);
+    return r.eax;
 }
 
 l4_threadid_t l4_task_new(l4_threadid_t task, l4_umword_t mcp_or_chief, l4_umword_t esp,

@@ -14,6 +14,7 @@
 
 #define PAGE 4096u
 #define MDB_WINDOW 0x68000000u           /* 4 MiB aligned: every receive window is this 4 MiB */
+#define MDB_SUPER 0x6C000000u            /* the root task's 4 MiB page from sigma0 */
 #define MDB_SLOTS 4
 #define MDB_ROOT_PAGES 3                 /* sigma0 pages of the root task, slots 0.. */
 #define MDB_WORKERS 4
@@ -31,6 +32,7 @@ volatile uint32_t mdb_results[MDB_MAX_OPS];     /* the actor's IPC result (MAP),
 volatile uint32_t mdb_tasks[MDB_WORKERS + 1];   /* task numbers of the participants */
 volatile uint32_t mdb_root_frames[MDB_ROOT_PAGES];
 volatile uint32_t mdb_errors;
+volatile uint32_t mdb_super_frame;              /* its physical base */
 
 static l4_threadid_t root_id, pager_id, workers[MDB_WORKERS + 1];
 static char stacks[MDB_WORKERS + 1][PAGE] __attribute__((aligned(PAGE)));
@@ -114,6 +116,21 @@ int main(void)
             mdb_errors++;
         mdb_root_frames[i] = got;
     }
+    /* a 4 MiB page at MDB_SUPER: the host's ops map it whole into a worker's window (size 22
+     * from MDB_SUPER, send base MDB_WINDOW), and from there on, in part or whole */
+    for (l4_umword_t phys = 0x02000000u; phys < 0x03C00000u && !mdb_super_frame;
+         phys += 0x400000u) {
+        l4_umword_t got, w1;
+        l4_msgdope_t dope;
+        int err = l4_ipc_call(L4_SIGMA0_ID, L4_IPC_SHORT_MSG, phys | L4_SIGMA0_SUPERPAGE_BIT,
+                              l4_fpage(0, L4_SUPERPAGESHIFT, 0, 0),
+                              l4_rcv_window(l4_fpage(MDB_SUPER, L4_SUPERPAGESHIFT, 0, 0)), &got,
+                              &w1, L4_IPC_NEVER, &dope);
+        if (!err && (dope & L4_IPC_DOPE_FPAGE_RECEIVED))
+            mdb_super_frame = got;
+    }
+    if (!mdb_super_frame)
+        mdb_errors++;
     for (unsigned w = 1; w <= MDB_WORKERS; w++) {
         l4_umword_t esp = l4_stack_prepare(worker, (void *)(uintptr_t)w, stacks[w], PAGE);
         workers[w] = l4_task_new(l4_task_id(MDB_FIRST_TASK + w - 1), 0, esp, (uintptr_t)worker,

@@ -60,12 +60,13 @@ class Session:
         return self.serial.decode(errors="replace")
 
 
-def boot(image: str, ram_mib: int | None = None) -> Session:
+def boot(image: str, ram_mib: int | None = None, cmdline: str | None = None) -> Session:
+    """Boot images/<image>.toml; `cmdline` replaces the kernel's command line."""
     built = build_image(IMAGES / f"{image}.toml")
     serial = bytearray()
     m = Machine(ram_mib=ram_mib or built.image.ram_mib or 64, serial_out=serial.extend)
     m.boot_multiboot(built.kernel, [(str(p), c) for p, c in built.modules],
-                     built.image.kernel.cmdline)
+                     built.image.kernel.cmdline if cmdline is None else cmdline)
     modules = {c or p.stem: elf_symbols(p) for p, c in built.modules}
     return Session(m, elf_symbols(built.kernel), modules, serial)
 

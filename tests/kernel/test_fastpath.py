@@ -21,9 +21,9 @@ FAST_PATH = {            # entry -> (reply to a closed wait, call to an open wai
     "int": (48, 50),
     "gate": (53, 55),
 }
-# fault -> pager (user C code) -> map -> retry: 717 today (681 before clans and chiefs, whose
-# routing checks the fault and the reply cross: a task and its chief; 597 before the mapping
-# database)
+# fault -> pager (user C code) -> map -> retry: 718 today (681 before clans and chiefs, whose
+# routing checks the fault and the reply cross: a task and its chief, and TLS: the general
+# path reads the caller's TCB_RCV_DEFAULT; 597 before the mapping database)
 PAGE_FAULT_BOUND = 720
 
 

@@ -29,6 +29,7 @@ WINDOW = 0x68000000           # MDB_WINDOW: each participant's slots, page s at 
 SLOTS = 4                     # MDB_SLOTS
 CHECK_SLOTS = SLOTS + 2       # the two past the last must stay empty
 ROOT_PAGES = 3                # MDB_ROOT_PAGES: the root task's sigma0 pages, slots 0..2
+SUPER = 0x6C000000            # MDB_SUPER: the root task's 4 MiB page from sigma0
 PARTS = 5                     # the root task (0) and MDB_WORKERS = 4 tasks
 MAX_OPS = 12
 OP_MAP, OP_UNMAP = 1, 2
@@ -43,16 +44,22 @@ def fpage(base: int, size: int, write: bool = False, grant: bool = False) -> int
 
 
 # -- the model ----------------------------------------------------------------------------------
+# Keys: (participant, slot) for a 4 KiB mapping at WINDOW + slot * PAGE; (participant, "S") for
+# a 4 MiB mapping of its whole window (then it has no slot nodes: slot s is piece s of it);
+# (0, "R") for the root task's 4 MiB page at SUPER (never checked, never split).
 @dataclass
 class Node:
     frame: int
     writable: bool
-    parent: tuple[int, int] | None
+    parent: tuple | None
 
 
 @dataclass
 class Model:
-    nodes: dict[tuple[int, int], Node] = field(default_factory=dict)
+    nodes: dict[tuple, Node] = field(default_factory=dict)
+
+    def copy(self) -> "Model":
+        return Model({k: Node(n.frame, n.writable, n.parent) for k, n in self.nodes.items()})
 
     def descendants(self, key):
         out, todo = [], [key]
@@ -73,40 +80,113 @@ class Model:
             else:
                 self.nodes[k].writable = False
 
+    def lookup(self, p, s):
+        """The mapping at slot s of p: (node key, frame, writable), or None."""
+        if (p, s) in self.nodes:
+            n = self.nodes[(p, s)]
+            return (p, s), n.frame, n.writable
+        if (p, "S") in self.nodes:
+            n = self.nodes[(p, "S")]
+            return (p, "S"), n.frame + s * PAGE, n.writable
+        return None
+
+    def split(self, p, parent_piece=None) -> None:
+        """p's 4 MiB mapping becomes pieces (kernel/mapdb.asm mdb_split): piece j's parent is
+        piece j of the parent's split (parent_piece) or the unsplit parent; 4 KiB children go
+        under the piece of their frame; 4 MiB children are split the same way."""
+        key = (p, "S")
+        n = self.nodes.pop(key)
+        kids = [k for k, c in self.nodes.items() if c.parent == key]
+        need = set(range(CHECK_SLOTS)) | {(self.nodes[k].frame - n.frame) // PAGE
+                                          for k in kids if k[1] != "S"}
+        for j in sorted(need):
+            self.nodes[(p, j)] = Node(n.frame + j * PAGE, n.writable,
+                                      parent_piece(j) if parent_piece else n.parent)
+        for k in kids:
+            if k[1] == "S":
+                self.split(k[0], lambda j: (p, j))
+            else:
+                self.nodes[k].parent = (p, (self.nodes[k].frame - n.frame) // PAGE)
+
+    def clear_window(self, y) -> None:
+        """Everything y has in its window goes, recursively (before a 4 MiB mapping lands)."""
+        for k in [k for k in self.nodes if k[0] == y and k[1] != "R"]:
+            self.revoke(k, own=True)
+
     def map_one(self, x, s, y, t, write: bool, grant: bool) -> None:
-        src = self.nodes.get((x, s))
+        if self.lookup(x, s) is None:
+            return
+        if (y, "S") in self.nodes:             # a 4 KiB page onto a 4 MiB one: split it first
+            self.split(y)
+        skey, frame, sw = self.lookup(x, s)    # (the split may have split the source too)
+        if skey[1] in ("S", "R"):
+            grant = False                      # a piece of a 4 MiB page is mapped, not granted
+        new_w = write and sw
+        dst = self.nodes.get((y, t))
+        if dst is not None and dst.parent == skey and dst.frame == frame and not grant:
+            dst.writable = new_w               # the same mapping again: only the rights change
+            return
+        if dst is not None:
+            self.revoke((y, t), own=True)      # overwriting revokes the old one first
+        if skey not in self.nodes:             # ... which took the source with it (a cycle)
+            return
+        self.attach(skey, (y, t), frame, new_w, grant)
+
+    def attach(self, skey, dkey, frame: int, new_w: bool, grant: bool) -> None:
+        if grant:
+            node = self.nodes.pop(skey)
+            node.writable = new_w
+            self.nodes[dkey] = node
+            for n in self.nodes.values():
+                if n.parent == skey:
+                    n.parent = dkey
+        else:
+            self.nodes[dkey] = Node(frame, new_w, skey)
+
+    def map_super(self, skey, y, write: bool, grant: bool) -> None:
+        """A 4 MiB mapping (skey) onto y's whole window."""
+        src = self.nodes.get(skey)
         if src is None:
             return
         new_w = write and src.writable
-        dst = self.nodes.get((y, t))
-        if dst is not None and dst.parent == (x, s) and dst.frame == src.frame and not grant:
-            dst.writable = new_w              # the same mapping again: only the rights change
+        dst = self.nodes.get((y, "S"))
+        if dst is not None and dst.parent == skey and dst.frame == src.frame and not grant:
+            dst.writable = new_w
             return
-        if dst is not None:
-            self.revoke((y, t), own=True)     # overwriting revokes the old one first
-        if (x, s) not in self.nodes:          # ... which took the source with it (a cycle)
+        self.clear_window(y)
+        if skey not in self.nodes:
             return
-        if grant:
-            node = self.nodes.pop((x, s))
-            node.writable = new_w
-            self.nodes[(y, t)] = node
-            for n in self.nodes.values():
-                if n.parent == (x, s):
-                    n.parent = (y, t)
-        else:
-            self.nodes[(y, t)] = Node(src.frame, new_w, (x, s))
+        self.attach(skey, (y, "S"), src.frame, new_w, grant)
+
+    def map_window(self, x, y, write: bool, grant: bool) -> None:
+        if (x, "S") in self.nodes:
+            self.map_super((x, "S"), y, write, grant)
+            return
+        for s in range(CHECK_SLOTS):
+            self.map_one(x, s, y, s, write, grant)
+
+    def unmap(self, x, slots: list[int], whole: bool, own: bool, flush: bool) -> None:
+        if (x, "S") in self.nodes and slots:
+            if whole:
+                self.revoke((x, "S"), own=own, flush=flush)
+                return
+            self.split(x)                      # a part of it: it becomes pieces
+        for s in slots:
+            self.revoke((x, s), own=own, flush=flush)
 
 
-def slots_of(fp: int) -> list[int]:
-    """The slots an fpage of the caller's covers (aligned down, as the kernel does); [] for the
-    sizes the kernel ignores (below a page) and for fpages that miss the window."""
+def slots_of(fp: int) -> tuple[list[int], bool]:
+    """The slots an fpage of the caller's covers (aligned down, as the kernel does; [] for the
+    sizes the kernel ignores (below a page) and for fpages that miss the window), and whether
+    it covers the whole window."""
     size = (fp >> 2) & 0x3F
     if size < 12:
-        return []
+        return [], False
     if size >= 32:
-        return list(range(SLOTS))
+        return list(range(CHECK_SLOTS)), True
     base = fp & ~((1 << size) - 1) & 0xFFFFFFFF
-    return [s for s in range(SLOTS) if base <= WINDOW + s * PAGE < base + (1 << size)]
+    slots = [s for s in range(CHECK_SLOTS) if base <= WINDOW + s * PAGE < base + (1 << size)]
+    return slots, size >= 22 and bool(slots)
 
 
 # -- operations ---------------------------------------------------------------------------------
@@ -128,8 +208,8 @@ class Op:
     def apply(self, model: Model) -> None:
         if self.kind == OP_UNMAP:
             flush, own = bool(self.arg & FLUSH), bool(self.arg & ALL_SPACES)
-            for s in slots_of(self.fp):
-                model.revoke((self.actor, s), own=own, flush=flush)
+            slots, whole = slots_of(self.fp)
+            model.unmap(self.actor, slots, whole, own, flush)
             return
         size = (self.fp >> 2) & 0x3F
         write, grant = bool(self.fp & 2), bool(self.fp & 1)
@@ -148,8 +228,9 @@ class Op:
         base = self.fp & ~((1 << size) - 1) & 0xFFFFFFFF if size < 32 else 0
         part = base + ((self.arg - base) % (1 << size) & ~((1 << 22) - 1))
         if part == WINDOW:
-            for s in range(SLOTS):
-                model.map_one(self.actor, s, self.target, s, write, grant)
+            model.map_window(self.actor, self.target, write, grant)
+        elif part == SUPER and self.actor == 0:
+            model.map_super((0, "R"), self.target, write, grant)
 
 
 actors = st.integers(0, PARTS - 1)
@@ -167,7 +248,8 @@ def mode(mask: int) -> str:
 def place(draw, model: Model, anywhere: bool = False) -> tuple[int, int]:
     """A (participant, slot): mostly one that holds a mapping in the model (so the sequences
     build chains, overwrite, grant and revoke them), sometimes any."""
-    keys = sorted(model.nodes)
+    keys = sorted(k for k in model.nodes if isinstance(k[1], int) and k[1] < SLOTS)
+    keys += [(k[0], s) for k in sorted(model.nodes, key=str) if k[1] == "S" for s in range(SLOTS)]
     if keys and not anywhere and draw(st.integers(0, 4)):
         return draw(st.sampled_from(keys))
     return draw(actors), draw(slot)
@@ -205,6 +287,16 @@ def window_op(draw, model: Model):
     mask = mask_of(draw(st.booleans()), draw(st.booleans()))
     return Op(OP_UNMAP, x, 0, (WINDOW + s * PAGE) | size << 2, mask,
               f"unmap_size{size}({x}:{s}, {mode(mask)})")
+
+
+@st.composite
+def super_op(draw, model: Model):
+    """The root task maps its 4 MiB page whole into a worker's window (over whatever is there);
+    later operations map pieces of it on, map onto it, unmap parts of it (splits) or all."""
+    y = draw(st.integers(1, PARTS - 1))
+    w, g = draw(st.booleans()), draw(st.integers(0, 7)) == 0
+    return Op(OP_MAP, 0, y, fpage(SUPER, 22, w, g), WINDOW,
+              f"{'grant' if g else 'map'}_super(0 -> {y}, {'rw' if w else 'ro'})")
 
 
 @st.composite
@@ -247,11 +339,11 @@ def hostile_op(draw, model: Model):
 
 def draw_sequence(data, initial: Model) -> list[Op]:
     """Up to MAX_OPS operations, each drawn against the model's state so far."""
-    model = Model({k: Node(n.frame, n.writable, n.parent) for k, n in initial.nodes.items()})
+    model = initial.copy()
     seq: list[Op] = []
     for _ in range(data.draw(st.integers(1, MAX_OPS), label="length")):
         kind = data.draw(st.sampled_from([map_op, map_op, map_op, unmap_op, unmap_op, window_op,
-                                          hostile_op]), label="kind")
+                                          hostile_op, super_op]), label="kind")
         op = data.draw(kind(model))
         seq.append(op)
         op.apply(model)
@@ -275,6 +367,8 @@ class Rig:
         self.pds = [self.read(TCB_AREA + task * 128 * TCB_SIZE + TCB_SPACE) for task in tasks]
         assert all(self.pds) and len(set(self.pds)) == PARTS, [hex(p) for p in self.pds]
         self.root_frames = [self.read(sym("mdb_root_frames") + 4 * i) for i in range(ROOT_PAGES)]
+        self.super_frame = self.read(sym("mdb_super_frame"))
+        assert self.super_frame and not self.super_frame & 0x3FFFFF, hex(self.super_frame)
         self.snap = m.save_state()
 
     def read(self, va: int) -> int:
@@ -284,7 +378,9 @@ class Rig:
         self.m.ram.write32(self.m.cpu.translate(va), value)
 
     def initial_model(self) -> Model:
-        return Model({(0, s): Node(f, True, None) for s, f in enumerate(self.root_frames)})
+        model = Model({(0, s): Node(f, True, None) for s, f in enumerate(self.root_frames)})
+        model.nodes[(0, "R")] = Node(self.super_frame, True, None)
+        return model
 
     def walk(self, pd: int, va: int):
         ram = self.m.ram
@@ -323,8 +419,12 @@ def expected(rig: Rig, seq: list[Op]) -> dict:
     for op in seq:
         op.apply(model)
     out = {(p, s): None for p in range(PARTS) for s in range(CHECK_SLOTS)}
-    for key, n in model.nodes.items():
-        out[key] = (n.frame, n.writable)
+    for (p, s), n in model.nodes.items():
+        if s == "S":
+            for t in range(CHECK_SLOTS):
+                out[(p, t)] = (n.frame + t * PAGE, n.writable)
+        elif s != "R" and s < CHECK_SLOTS:
+            out[(p, s)] = (n.frame, n.writable)
     return out
 
 
@@ -352,6 +452,24 @@ def test_known_sequences(rig):
                         Op(OP_UNMAP, 1, 0, 0xC0000000 | 30 << 2, FLUSH | ALL_SPACES,
                            "unmap_kernel(1, 0xc0000000/30, flush, own)"),
                         Op(OP_MAP, 1, 3, 32 << 2 | 2, WINDOW, "map_huge(1 -> 3, rw)")])
+    # 4 MiB pages: split by a partial unmap or a 4 KiB map onto them (kernel mdb_split)
+    sup = lambda y, w=True: Op(OP_MAP, 0, y, fpage(SUPER, 22, w), WINDOW,  # noqa: E731
+                               f"map_super(0 -> {y})")
+    win = lambda x, y: Op(OP_MAP, x, y, fpage(WINDOW, 22, True), 0,  # noqa: E731
+                          f"map_window({x} -> {y})")
+    unmap = lambda x, s, m: Op(OP_UNMAP, x, 0, fpage(R(s), 12), m,  # noqa: E731
+                               f"unmap({x}:{s}, {mode(m)})")
+    check(rig, [sup(1), unmap(1, 1, FLUSH | ALL_SPACES)])
+    check(rig, [sup(1), win(1, 2), win(2, 3), unmap(1, 1, FLUSH)])
+    check(rig, [sup(1), win(1, 2), unmap(2, 2, FLUSH | ALL_SPACES), unmap(1, 0, 0)])
+    check(rig, [sup(1), Op(OP_MAP, 0, 1, fpage(R(0), 12, True), 2 * PAGE, "map(0:0 -> 1:2)")])
+    check(rig, [sup(1), Op(OP_MAP, 1, 2, fpage(R(3), 12, True), 0, "map(1:3 -> 2:0)"),
+                win(1, 3), unmap(1, 3, FLUSH)])
+    check(rig, [sup(1), win(1, 2), Op(OP_MAP, 2, 1, fpage(R(1), 12, True), PAGE,
+                                       "map(2:1 -> 1:1)")])
+    check(rig, [sup(1), win(1, 2), Op(OP_MAP, 1, 2, fpage(R(1), 12, False), PAGE,
+                                       "map(1:1 -> 2:1, ro)"),
+                Op(OP_UNMAP, 1, 0, R(0) | 22 << 2, FLUSH, "unmap_size22(1:0, flush)")])
 
 
 @settings(max_examples=EXAMPLES, deadline=None, database=None,

@@ -124,6 +124,11 @@ void l4_lthread_ex_regs(l4_umword_t lthread, l4_umword_t eip, l4_umword_t esp,
 /* l4emu extension: set lthread's exception handler (L4_NIL_ID: none, exceptions kill it;
  * L4_INVALID_ID: unchanged) without cancelling its IPC; returns the old one. */
 l4_threadid_t l4_exception_handler(l4_umword_t lthread, l4_threadid_t handler);
+/* l4emu extension (docs/abi.md "Thread-local storage"): set lthread's TLS segment, selector
+ * L4_SEL_TLS, to `base` and `limit` (a limit word: L4_TLS_LIMIT_MASK bits, | L4_TLS_LIMIT_PAGES
+ * to count 4 KiB pages; 0, 0: none; ~0u, ~0u: unchanged) without cancelling its IPC.  *old
+ * (if not null) gets the previous base and limit word; a refused base leaves them. */
+void l4_tls_set(l4_umword_t lthread, l4_umword_t base, l4_umword_t limit, l4_umword_t old[2]);
 
 /* A V2 message buffer holding an exception message (docs/abi.md, "Exceptions as IPC"):
  * w[L4_EXC_TRAP], w[L4_EXC_ERROR], w[L4_EXC_EIP] ... w[L4_EXC_EDI]. */
@@ -138,6 +143,11 @@ static inline l4_msgdope_t l4_msg_dwords(unsigned n) { return n << L4_MSG_DOPE_D
 l4_msgdope_t l4_exc_receive(l4_threadid_t *src, struct l4_exc_msg *m, l4_timeout_t timeout);
 /* Answer `dest`'s exception: its registers become m->w[L4_EXC_EIP ..]; returns the dope. */
 l4_msgdope_t l4_exc_reply(l4_threadid_t dest, struct l4_exc_msg *m, l4_timeout_t timeout);
+/* The same, and its TLS segment becomes base and limit (a limit word, as l4_tls_set): a reply
+ * of L4_EXC_TLS_DWORDS dwords.  A refused base: SEMSGCUT and nothing changes. */
+l4_msgdope_t l4_exc_reply_tls(l4_threadid_t dest, const struct l4_exc_msg *m, l4_umword_t base,
+                              l4_umword_t limit, l4_timeout_t timeout);
+
 /* -- long messages (docs/abi.md "Long messages"): a V2 message buffer -------------------
  * The header is followed by the dwords (size_dope.dwords of them) and then the string dopes;
  * dwords 0 and 1 travel in EDX/EBX: the long calls below take them from w[0]/w[1] of the
