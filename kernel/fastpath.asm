@@ -64,6 +64,8 @@ fastpath_accepted:
     push dword ptr ss:[CPU_RESUME_USER]
     mov ss:[esi + TCB_KSP], esp
     mov dword ptr ss:[esi + TCB_STATE], TS_WAIT_RECV
+    mov ss:[esi + TCB_RCV_DESC], ebp    ; its receive: no window, no buffer (a general-path
+                                        ; sender reads it: a map message maps nothing)
     dec ebp                             ; call: 0 -> all ones; reply_and_wait: 1 -> 0
     and ebp, eax
     mov ss:[esi + TCB_WAIT_FOR], ebp    ; the destination, or 0 = anyone

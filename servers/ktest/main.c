@@ -107,7 +107,7 @@ int wait_state(l4_threadid_t t, unsigned state, unsigned ms)
     X(ipc_send_receive) X(ipc_call_reply) X(ipc_open_wait_source) X(ipc_both_entries)         \
     X(ipc_timeout_zero) X(ipc_timeout_finite) X(ipc_fast_fallback) X(ipc_not_existent)       \
     X(ipc_dead_thread)                                                                        \
-    X(ipc_cancel) X(ipc_map_window) X(ipc_grant) X(ipc_map_sizes)                           \
+    X(ipc_cancel) X(ipc_map_window) X(ipc_grant) X(ipc_map_sizes) X(ipc_fast_path_window)     \
     X(pagefault_pager) X(fpage_unmap) X(sigma0_protocol) X(sigma0_superpage)                  \
     X(fpage_unmap_recursive) X(fpage_unmap_own) X(fpage_remap_readonly) X(fpage_grant_moves)  \
     X(fpage_map_overwrites) X(fpage_map_cycle)                                                \

@@ -317,6 +317,48 @@ static int map_test(int grant)
 int test_ipc_map_window(void) { return map_test(0); }
 int test_ipc_grant(void) { return map_test(1); }
 
+/* A thread the fast path blocks receives with no window (its EBP is 0 or 1): a map message
+ * that completes its receive later, through the general path, maps nothing - whatever window
+ * an earlier IPC of the same thread had (here a receive window; a page fault's is the whole
+ * space).  The client calls the root task with a map message; the root task takes it into a
+ * window and answers with reply_and_wait, which the fast path takes (the client waits for
+ * the answer, as in ping-pong); the client's next message is a map message. */
+static void window_client(void *arg)
+{
+    (void)arg;
+    volatile char *fresh = (volatile char *)FRESH_BASE;
+    (void)fresh[14 * PAGE];                     /* fresh page 14 mapped here */
+    l4_umword_t r0, r1;
+    l4_ipc_call(root_id, L4_IPC_SHORT_FPAGE, 0, l4_fpage(FRESH_BASE + 14 * PAGE, 12, 0, 0),
+                L4_IPC_SHORT_MSG, &r0, &r1, L4_IPC_NEVER, 0);
+    l4_ipc_send(root_id, L4_IPC_SHORT_FPAGE, 0, l4_fpage(FRESH_BASE + 14 * PAGE, 12, 0, 0),
+                L4_IPC_NEVER, 0);
+    l4_sleep_forever();
+}
+
+int test_ipc_fast_path_window(void)
+{
+    const unsigned win = 0x6C020000;
+    l4_threadid_t c = spawn(5, window_client, 0);
+    l4_msgdope_t dope = 0;
+    l4_umword_t w0 = 0, w1 = 0;
+    int err = l4_ipc_receive(c, l4_rcv_window(l4_fpage(win, 12, 0, 0)), &w0, &w1, RCV_MS(100),
+                             &dope);
+    CHECK(err == 0 && (dope & L4_IPC_DOPE_FPAGE_RECEIVED), "the call's map: %#x %#x", err, dope);
+    CHECK(*(volatile unsigned char *)win == 0xAE, "window holds %#x, want fresh page 14",
+          *(volatile unsigned char *)win);
+    l4_threadid_t src = L4_NIL_ID;
+    dope = 0;
+    err = l4_ipc_reply_and_wait(c, L4_IPC_SHORT_MSG, 1, 2, &src, L4_IPC_SHORT_MSG, &w0, &w1,
+                                L4_IPC_NEVER, &dope);
+    CHECK(err == 0 && l4_same(src, c), "the client's map message: %#x from %#x", err, src.low);
+    CHECK(!(dope & L4_IPC_DOPE_FPAGE_RECEIVED),
+          "a map message into a short receive mapped a page: dope %#x", dope);
+    kill(5);
+    l4_fpage_unmap(l4_fpage(win, 12, 0, 0), L4_FP_FLUSH_PAGE | L4_FP_ALL_SPACES);
+    return 0;
+}
+
 /* V2's size rule: the smaller of send fpage and receive window decides; the send base picks
  * where it lies in the larger one. */
 static volatile int sizes_step;

@@ -18,8 +18,8 @@ import pytest
 from .l4boot import measure_pingpong
 
 FAST_PATH = {            # entry -> (reply to a closed wait, call to an open wait)
-    "int": (48, 50),
-    "gate": (53, 55),
+    "int": (49, 51),
+    "gate": (54, 56),
 }
 # fault -> pager (user C code) -> map -> retry: 718 today (681 before clans and chiefs, whose
 # routing checks the fault and the reply cross: a task and its chief, and TLS: the general

@@ -20,7 +20,7 @@ GUEST_TESTS = [
     "ipc_send_receive", "ipc_call_reply", "ipc_open_wait_source", "ipc_both_entries",
     "ipc_timeout_zero", "ipc_timeout_finite", "ipc_fast_fallback", "ipc_not_existent",
     "ipc_dead_thread",
-    "ipc_cancel", "ipc_map_window", "ipc_grant", "ipc_map_sizes",
+    "ipc_cancel", "ipc_map_window", "ipc_grant", "ipc_map_sizes", "ipc_fast_path_window",
     "pagefault_pager", "fpage_unmap", "sigma0_protocol", "sigma0_superpage",
     "fpage_unmap_recursive", "fpage_unmap_own", "fpage_remap_readonly", "fpage_grant_moves",
     "fpage_map_overwrites", "fpage_map_cycle",
