@@ -138,6 +138,7 @@ class DeliveryState(ctypes.Structure):
 
 STOP_NONE, STOP_BUDGET, STOP_MISS, STOP_WATCH, STOP_LIMIT = 0, 1, 3, 4, 5
 NO_PA = (1 << 64) - 1                    # a block outside RAM (or under PAE paging)
+NO_VA = (1 << 64) - 1                    # BlockState.last_va when no block ran last
 NO_LIMIT = (1 << 64) - 1
 
 
@@ -690,6 +691,7 @@ class Cpu:
         """Drop every translation (the hooks that blocks carry changed, or the host wrote guest
         memory: see code_changed)."""
         self.uc.ctl_flush_tb()
+        self.forget_last_block()        # a block may come back with another size
 
     def code_changed(self) -> None:
         """The host wrote guest memory that may hold code: drop the translations and every
@@ -809,7 +811,7 @@ class Cpu:
         va, size, icount = st.last_va, st.last_size, st.last_icount
         if not size:
             return 0
-        st.last_size = 0
+        self.forget_last_block()
         if not va <= eip < va + size:
             return 0
         b = self._block_boundaries(va, size, self.env.cr[3])
@@ -834,7 +836,10 @@ class Cpu:
         return st.total - st.last_icount + sum(1 for a in b if a < eip)
 
     def forget_last_block(self) -> None:
+        """No block ran last: the native callback's "same block again" shortcut (it compares
+        addresses only) cannot apply to the next block."""
         self.bh.last_size = 0
+        self.bh.last_va = NO_VA
 
     def block_ended_at_halt(self) -> bool:
         """After a run returned on its own: did it stop at a `hlt` (EIP just after it)?"""
@@ -885,6 +890,7 @@ class Cpu:
         self.stats.io_hooks += len(found)
         with self._guard_spurious():
             self.uc.ctl_remove_cache(va, va + size)
+        self.forget_last_block()
 
     def _decode_io(self, eip: int) -> Optional[tuple[int, int]]:
         """(port, size) of the I/O instruction at `eip`, or None if it is not one."""

@@ -102,6 +102,7 @@ struct bh_state {
 #define CR4_PSE 0x10u
 #define CR4_PAE 0x20u
 #define NO_PA (~(uint64_t)0)
+#define NO_VA (~(uint64_t)0)      /* last_va when there is no last block */
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 static inline uint64_t slot_of(const struct bh_state *s, uint64_t pa, uint32_t size)
@@ -255,12 +256,16 @@ void l4emu_block_cb(void *uc, uint64_t va, uint32_t size, void *user)
 {
     struct bh_state *s = (struct bh_state *)user;
     /* The block that ran last again (a loop: the common case), inside the budget and the
-     * limit, no interrupt waiting.  Nothing else need be compared: a CR3 write or a store
-     * into the block's own bytes ends its block, so between two runs of one block in
-     * different address spaces or with different bytes another block always runs; and the
-     * host forgets `last` whenever it changes CR3 or restores a snapshot. */
+     * limit, no interrupt waiting.  Its address is all that need be compared: a CR3 write
+     * ends its block, so between two runs of one address in different address spaces
+     * another block always runs; a block whose bytes another block rewrote is entered from
+     * that other block (a block rewriting its own bytes is counted twice anyway: see
+     * docs/architecture.md); and the host forgets `last` (last_va = NO_VA) whenever it drops
+     * translations, changes CR3 or restores a snapshot, so a block retranslated with another
+     * size at the same address is never taken for the last one. */
     uint64_t t = s->total + s->last_icount;
-    if (va == s->last_va && size == s->last_size && t <= s->fast_bound) {
+    (void)size;
+    if (va == s->last_va && t <= s->fast_bound) {
         s->total = t;
         return;
     }
@@ -316,6 +321,7 @@ int l4emu_block_reset(struct bh_state *s, unsigned log2)
     free(s->table);
     s->table = t;
     s->last_size = 0;
+    s->last_va = NO_VA;
     s->mask = ((uint64_t)1 << log2) - 1;
     s->used = 0;
     return 0;
