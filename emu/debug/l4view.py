@@ -178,6 +178,7 @@ class Layout:
     lthread: tuple[int, int] = (10, 7)
     task: tuple[int, int] = (17, 11)
     source: str = "built-in default"
+    chief: Optional[tuple[int, int]] = None     # bits of the chief's task in field id_hi
     trace_fields: dict[str, Field] = field(default_factory=dict)
     trace: dict[str, list[TracePoint]] = field(default_factory=dict)
     mapdb: dict[str, Any] = field(default_factory=dict)     # the [mapdb] section, if any
@@ -205,6 +206,8 @@ def parse_layout(text: str, source: str = "built-in default") -> Layout:
         layout = Layout(syms, int(tcb.get("stride", 0x800)), fields, enums,
                         tuple(tid.get("lthread", (10, 7))), tuple(tid.get("task", (17, 11))),
                         source)
+        if "chief" in tid:
+            layout.chief = tuple(tid["chief"])
         _parse_trace(layout, d.get("trace", {}), source)
         layout.mapdb = _parse_mapdb(d.get("mapdb", {}), source)
         return layout
@@ -489,28 +492,57 @@ class L4View:
         out = ["  " + f"{'thread':10}" + "".join(f"{c:>11}" for c in cols) + "  tcb"]
         for t in threads:
             mark = "*" if t.addr == cur else " "
-            tid = self.tid(t.values["id"]) if "id" in t.values else f"#{t.slot}"
+            tid = self.name(t)
             row = "".join(f"{self.value(t, c):>11}" for c in cols)
             out.append(f"{mark} {tid:10}{row}  {t.addr:#010x}")
         if not threads:
             out.append("  (no threads)")
         return out
 
+    def name(self, t: Thread) -> str:
+        """A thread's ID as task.lthread; the kernel's own thread (the one no ID names: all
+        ones, in the first TCB slot) is "idle"."""
+        v = t.values.get("id")
+        if v is None:
+            return f"#{t.slot}"
+        if v == 0xFFFFFFFF and t.slot == 0:
+            return "idle"
+        return self.tid(v)
+
+    def chief_of(self, t: Thread) -> Optional[int]:
+        if self.layout.chief is None or "id_hi" not in t.values:
+            return None
+        s, b = self.layout.chief
+        return (t.values["id_hi"] >> s) & ((1 << b) - 1)
+
     def info_tasks(self) -> list[str]:
         if not self.available:
             return [self.missing()]
         tasks: dict[int, list[Thread]] = {}
+        kernel: list[Thread] = []
         for t in self.threads():
-            tasks.setdefault(self.task_of(t.values.get("id", 0)), []).append(t)
-        out = ["task   threads  space (page directory)  states"]
+            if self.name(t) == "idle":
+                kernel.append(t)
+            else:
+                tasks.setdefault(self.task_of(t.values.get("id", 0)), []).append(t)
+        chiefs = self.layout.chief is not None and "id_hi" in self.layout.fields
+        out = ["task   " + ("chief  " if chiefs else "") +
+               "threads  space (page directory)  states"]
         for task in sorted(tasks):
             ts = tasks[task]
             space = ts[0].values.get("space")
-            states = ", ".join(f"{self.tid(t.values.get('id', 0))} {self.state_name(t)}"
-                               for t in ts)
+            states = ", ".join(f"{self.name(t)} {self.state_name(t)}" for t in ts)
             sp = f"{space:#010x}" if space is not None else "?"
-            out.append(f"{task:<6x} {len(ts):<8} {sp:<23} {states}")
-        if not tasks:
+            chief = ""
+            if chiefs:
+                c = self.chief_of(ts[0])
+                chief = f"{'kernel' if c == 0 else format(c, 'x'):<6} "
+            out.append(f"{task:<6x} {chief}{len(ts):<8} {sp:<23} {states}")
+        if kernel:
+            states = ", ".join(f"{self.name(t)} {self.state_name(t)}" for t in kernel)
+            out.append(f"{'-':<6} {'' if not chiefs else '-      '}{len(kernel):<8} "
+                       f"{'(any)':<23} {states}")
+        if not tasks and not kernel:
             out.append("(no tasks)")
         return out
 

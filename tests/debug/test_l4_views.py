@@ -26,6 +26,10 @@ def test_info_threads_tasks_and_tcb_on_the_hello_image(tmp_path):
     assert "4.1" in rows["5.0"] and "4.1" in rows["6.0"]   # both are paged by the root's pager
     tasks = out[out.index("(l4emu) info tasks"):out.index("(l4emu) info tcb")]
     assert "4.0 receiving, 4.1 receiving" in tasks
+    chief = {line.split()[0]: line.split()[1] for line in tasks.splitlines()[2:] if line.strip()}
+    assert chief["2"] == chief["4"] == "kernel"         # the boot tasks: the kernel's clan
+    assert chief["5"] == chief["6"] == "4"              # ping and pong: the root task's
+    assert "idle" in chief["-"] or "idle" in tasks      # the kernel's own thread, not a task
     tcb = out[out.index("(l4emu) info tcb 4.0"):]
     assert "waits for 0xe00c0000 (6.0)" in tcb          # root waits for ping's report
     assert "pager chain: 2.0" in tcb
@@ -47,3 +51,33 @@ def test_mapping_tree_of_the_page_the_pager_mapped(tmp_path):
     frames = {line.split("->")[1].split()[0] for line in tree}
     assert len(frames) == 1 and all(line.endswith("rw") for line in tree)
     assert "task 5 has no mapping of 0x20000000" in out
+
+
+# l4view.toml field -> the kernel/layout.inc constant it must sit at.
+LAYOUT_NAMES = {
+    "id": "TCB_ID_LO", "id_hi": "TCB_ID_HI", "state": "TCB_STATE", "space": "TCB_SPACE",
+    "wait_for": "TCB_WAIT_FOR", "prio": "TCB_PRIO", "timeslice": "TCB_TIMESLICE",
+    "send_queue": "TCB_SENDQ", "queue_next": "TCB_SQ_NEXT", "partner": "TCB_PARTNER",
+    "pager": "TCB_PAGER_LO", "timeout": "TCB_DEADLINE", "esp": "TCB_KSP",
+    "cpu_time": "TCB_CPU_TIME", "task": "TCB_TASK", "exc_handler": "TCB_EXCH_LO",
+    "tls_base": "TCB_TLS_BASE", "tls_limit": "TCB_TLS_LIMIT",
+    "msg0": "TCB_MSG0", "msg1": "TCB_MSG1", "res_dope": "TCB_RES_DOPE",
+    "res_msg0": "TCB_RES_MSG0", "res_msg1": "TCB_RES_MSG1", "snd_desc": "TCB_SND_DESC",
+    "rcv_desc": "TCB_RCV_DESC", "rcv_state": "TCB_RCV_STATE", "tcb_space": "TCB_SPACE",
+}
+
+
+def test_the_view_layout_follows_the_kernel_layout():
+    """kernel/l4view.toml restates TCB offsets for the debugger; every one must be where
+    kernel/layout.inc puts it (a moved field would make the views show another field)."""
+    import re
+
+    from emu.debug.l4view import parse_layout
+    equ = {n: int(v, 16) for n, v in re.findall(r"^\.equ (TCB_\w+), (0x[0-9A-Fa-f]+)",
+                                                (ROOT / "kernel" / "layout.inc").read_text(),
+                                                re.MULTILINE)}
+    layout = parse_layout((ROOT / "kernel" / "l4view.toml").read_text())
+    fields = {**layout.fields, **layout.trace_fields}
+    assert set(fields) <= set(LAYOUT_NAMES), set(fields) - set(LAYOUT_NAMES)
+    for name, f in fields.items():
+        assert f.offset == equ[LAYOUT_NAMES[name]], (name, hex(f.offset))
