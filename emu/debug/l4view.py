@@ -28,12 +28,14 @@ the layout does not name is simply not shown.
     [tid]                     # thread-ID bit fields (L4 V2 x86 low dword by default)
     lthread = [10, 7]         # shift, bits
     task = [17, 11]
+    chief = [17, 11]          # optional: the chief's task in field `id_hi` (V2 high dword)
 
-Field roles the views understand: `id`, `state`, `prio`, `timeslice`, `partner` (the thread
-this one sends to or receives from), `timeout` (when its IPC times out), `pager`, `space`
-(the physical page directory), `send_queue` (first TCB waiting to send to this one), `queue_next`
-(next TCB in that queue), `chief`, `eip`, `esp`.  Everything else in `fields` is shown by
-`info tcb` as a plain value.
+Field roles the views understand: `id`, `id_hi` (with `[tid] chief`: `info tasks` shows each
+task's chief), `state`, `prio`, `timeslice`, `partner` (the thread this one sends to or
+receives from), `timeout` (when its IPC times out), `pager`, `space` (the physical page
+directory), `send_queue` (first TCB waiting to send to this one), `queue_next` (next TCB in
+that queue), `eip`, `esp`.  Everything else in `fields` is shown by `info tcb` as a plain
+value.  The thread in the first slot whose ID is all ones is the kernel's idle thread.
 
 TCBs are read through the current page tables (the kernel is mapped in every space); a slot
 whose page is not mapped is skipped, as L4 kernels map TCB pages lazily.
