@@ -38,6 +38,16 @@ class Terminal:
             time.sleep(0.1)
         raise AssertionError(f"{text!r} (x{count}) never appeared on the screen:\n{self.screen()}")
 
+    def wait_for_empty_prompt(self, timeout: float = 20) -> None:
+        """Until the last line on the screen is a prompt with nothing typed after it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = [line for line in self.screen().splitlines() if line.strip()]
+            if lines and lines[-1].rstrip() == "(l4emu)":
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"no empty prompt:\n{self.screen()}")
+
 
 def start(tmp_path, target) -> tuple[Terminal, str]:
     sock = str(tmp_path / "tmux.sock")
@@ -77,8 +87,10 @@ def test_interactive_session_in_a_terminal(tmp_path):
         # A typo gets a suggestion; Ctrl-C at the prompt only clears the line.
         t.keys("contineu", "Enter")
         t.wait_for("did you mean continue")
-        t.keys("half a line", "C-c")
-        time.sleep(0.3)
+        t.keys("half a line")
+        t.wait_for("(l4emu) half a line")
+        t.keys("C-c")
+        t.wait_for_empty_prompt()
         t.keys("count", "Enter")
         t.wait_for("instructions retired")
         t.keys("q", "Enter")
