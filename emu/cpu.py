@@ -462,11 +462,14 @@ class Cpu:
             raise MemoryError("block table")
         # The frames that hold counted code are watched for writes (blockhook.c); the state
         # must be released even when nobody calls close().
-        if lib.l4emu_wp_attach(self._bh_ptr, ctypes.addressof(ctypes.c_char.from_buffer(
-                self.ram.buf)), self.ram.size):
+        self._finalizer = weakref.finalize(self, lib.l4emu_block_free, self._bh_ptr)
+        err = lib.l4emu_wp_attach(self._bh_ptr, ctypes.addressof(ctypes.c_char.from_buffer(
+            self.ram.buf)), self.ram.size)
+        if err == -2:
+            raise EngineError("too many machines alive in this process (256): close some")
+        if err:
             raise EngineError("cannot watch guest RAM for writes to code (4 KiB host pages "
                               "and a SIGSEGV handler are needed)")
-        self._finalizer = weakref.finalize(self, lib.l4emu_block_free, self._bh_ptr)
         st.budget = 0
         st.limit = NO_LIMIT
         st.cr3 = self.env.addr + OFF_CR + 3 * 8

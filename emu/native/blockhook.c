@@ -329,7 +329,7 @@ int l4emu_block_reset(struct bh_state *s, unsigned log2)
 
 /* ---- write protection of frames that hold counted code --------------------------------- */
 
-#define MAX_REGIONS 32
+#define MAX_REGIONS 256              /* machines alive at once in one process */
 static struct bh_state *volatile regions[MAX_REGIONS];
 static struct sigaction previous;
 static int installed;
@@ -398,8 +398,9 @@ int l4emu_wp_ensure(void)
     return 0;
 }
 
-/* Watch the writes to `ram` (page-aligned, `size` bytes) for this block state.  Returns 0,
- * or -1 (no memory, no region free, or host pages that are not 4 KiB). */
+/* Watch the writes to `ram` (page-aligned, `size` bytes) for this block state.  Returns 0;
+ * -1: no memory, host pages that are not 4 KiB, or no SIGSEGV handler; -2: MAX_REGIONS
+ * machines are alive already. */
 int l4emu_wp_attach(struct bh_state *s, uint8_t *ram, uint64_t size)
 {
     if (sysconf(_SC_PAGESIZE) != 0x1000 || ((uintptr_t)ram & 0xFFF))
@@ -419,7 +420,7 @@ int l4emu_wp_attach(struct bh_state *s, uint8_t *ram, uint64_t size)
             return l4emu_wp_ensure();
         }
     }
-    return -1;
+    return -2;
 }
 
 /* Protect the frames of a block just learned (unless volatile or already protected). */
