@@ -700,7 +700,7 @@ class Cpu:
         """The host wrote guest memory that may hold code: drop the translations and every
         block's learned instruction count and boundaries too, since a block at the same
         address, in the same space and of the same size may now hold other instructions."""
-        self.uc.ctl_flush_tb()
+        self.code_written()
         if self._native.l4emu_block_reset(self._bh_ptr, 12):
             raise MemoryError("block table")
         self._boundaries.clear()
@@ -734,7 +734,6 @@ class Cpu:
         st.budget = 0 if self.stop_requested else budget
         st.fast_bound = 0
         st.stopped = STOP_NONE
-        self._native.l4emu_wp_ensure()      # still the SIGSEGV handler (faulthandler, ...)
         return _lib.uc_emu_start(self.h, self.env.eip & 0xFFFFFFFF, 0, 0, 0)
 
     def run_counted(self, n: int) -> int:
@@ -743,7 +742,6 @@ class Cpu:
         st.budget = 0 if self.stop_requested else 1 << 62
         st.fast_bound = 0
         st.stopped = STOP_NONE
-        self._native.l4emu_wp_ensure()
         return _lib.uc_emu_start(self.h, self.env.eip & 0xFFFFFFFF, 0, 0, n)
 
     def request_stop(self) -> None:
@@ -837,6 +835,12 @@ class Cpu:
             return st.total
         b = self._block_boundaries(va, size, self.env.cr[3])
         return st.total - st.last_icount + sum(1 for a in b if a < eip)
+
+    def watch_writes(self) -> None:
+        """Make sure the handler that sees guest stores into counted code is still the
+        process's SIGSEGV handler (faulthandler, a debugger may have installed theirs since;
+        it is chained to).  Once per run or step: a system call."""
+        self._native.l4emu_wp_ensure()
 
     def forget_last_block(self) -> None:
         """No block ran last: the native callback's "same block again" shortcut (it compares

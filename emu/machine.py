@@ -359,6 +359,7 @@ class Machine:
             self._leave_counted_mode()
         self._stop_reason = None
         cpu.clear_stop()
+        cpu.watch_writes()
         cpu.io_frozen = False
         resuming = True
         if self.breakpoints and cpu.eip in self.breakpoints and not self.suspend_points:
@@ -515,6 +516,7 @@ class Machine:
 
     def step(self, n: int = 1) -> RunResult:
         """Execute `n` instructions exactly (interrupts and events are handled in between)."""
+        self.cpu.watch_writes()
         try:
             r = self._step_exact(n, events=True)
             return r or self._finish(Stop.STEPPED, f"stepped {n}")
@@ -652,7 +654,6 @@ class Machine:
         cpu.code_changed()
         self.clock.clear()
         cpu.bh.total = snap.total
-        cpu.forget_last_block()
         for level_irq, level in enumerate(snap.irq_levels):
             self.irqs.levels[level_irq] = level
         for dev, state in zip(self.devices, snap.devices):

@@ -264,7 +264,9 @@ rf_no:
 ; receiver's results and installs a flexpage if it is a map message and the receiver has a
 ; receive window.  eax = 0, or the sender's error (the receiver gets the matching one).
 ; Preserves ebx, esi, edi, ebp.
-ipc_transfer:
+; XFER_REGISTERS: the part every transfer shares (this one and longipc.asm's lipc_transfer):
+; esi's register words and ID become edi's results, with a dope of 0.  Clobbers eax.
+.macro XFER_REGISTERS
     mov eax, [esi + TCB_MSG0]
     mov [edi + TCB_RES_MSG0], eax
     mov eax, [esi + TCB_MSG1]
@@ -274,6 +276,10 @@ ipc_transfer:
     mov eax, [esi + TCB_ID_HI]
     mov [edi + TCB_RES_SRC_HI], eax
     mov dword ptr [edi + TCB_RES_DOPE], 0
+.endm
+
+ipc_transfer:
+    XFER_REGISTERS
     cmp dword ptr [esi + TCB_CLAN], 0
     jne xfer_clan                       ; (clan.asm) redirected or deceiving
 xfer_clan_done:

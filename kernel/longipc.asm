@@ -80,6 +80,7 @@ lipc_send:
     jne lps_long
     cmp [esi + TCB_WAIT_FOR], ebp
     jne lps_long
+    mov edi, esi                        ; the thread in its exception
 lps_exc:                                ; an exception message or the reply to one
     mov eax, [ebp + TCB_SND_DESC]
     call exc_send_check
@@ -92,14 +93,6 @@ lps_long:
     mov dword ptr [ebp + TCB_CLAN], 0   ; routed like a short send: clans and chiefs
     jmp ipc_snd_route                   ; (ipc.asm, clan.asm), then on at lps_routed
 lps_routed:                             ; esi = the receiver (the destination or a chief)
-    cmp dword ptr [esi + TCB_STATE], TS_WAIT_PF     ; a handler's register-frame reply to a
-    jne lps_routed_long                             ; thread in its exception (lps_exc took
-    mov ecx, exc_resume                             ; it) is a short send
-    cmp [esi + TCB_CONT_EIP], ecx
-    jne lps_routed_long
-    cmp [esi + TCB_WAIT_FOR], ebp
-    je ipc_snd_routed_short
-lps_routed_long:
     inc dword ptr [lx_count]
     call receiving_from
     jnc ipc_snd_block                   ; queue (the receiver takes it: lipc_rcv_take)
@@ -140,15 +133,7 @@ lipc_rcv_take:
 ; eax = 0 or the sender's error; edx = 1 when the partner of the current thread was deleted
 ; meanwhile (do not wake or move it on).  Preserves esi, edi, ebp.
 lipc_transfer:
-    mov eax, [esi + TCB_MSG0]
-    mov [edi + TCB_RES_MSG0], eax
-    mov eax, [esi + TCB_MSG1]
-    mov [edi + TCB_RES_MSG1], eax
-    mov eax, [esi + TCB_ID_LO]
-    mov [edi + TCB_RES_SRC_LO], eax
-    mov eax, [esi + TCB_ID_HI]
-    mov [edi + TCB_RES_SRC_HI], eax
-    mov dword ptr [edi + TCB_RES_DOPE], 0
+    XFER_REGISTERS                      ; (ipc.asm)
     cmp dword ptr [esi + TCB_CLAN], 0
     je lt_clan_done
     call clan_results                   ; (clan.asm) redirected or deceiving

@@ -183,16 +183,19 @@ exc_no_handler:
     mov ecx, [esp + 40]
     jmp thread_kill_exc
 
-; exc_send_check: from ipc_do for a send descriptor above 3; eax = it, ebp = the sender (the
-; current thread).  CF clear: send it as a short message; CF set: SEMSGCUT.
+; exc_send_check: from lipc_send (longipc.asm) for a send descriptor above 3; eax = it,
+; ebp = the sender (the current thread).  CF clear: send it as a short message; CF set:
+; SEMSGCUT.
 ;   - EXC_SND_DESC from the exception path itself (a user cannot pass it: ipc_slow's
 ;     continuation is ipc_resume_user) is the exception message;
-;   - a V2 message buffer (4-aligned, user) whose send dope has L4_EXC_FRAME_DWORDS dwords,
-;     sent to a thread waiting for this sender's answer to its exception, is the handler's
-;     register-frame reply: dwords 2..11 become the thread's EIP, ESP, EFLAGS (user bits) and
-;     general registers, read from the current space (a fault: SEMSGCUT, nothing changed);
-;     with L4_EXC_TLS_DWORDS dwords, 12..13 also set its TLS segment (refused: SEMSGCUT).
-; Clobbers eax, ecx, edx, esi, edi.
+;   - a V2 message buffer (4-aligned, user) sent to edi, a thread waiting for this sender's
+;     answer to its exception (lipc_send found it so), is the handler's register-frame reply
+;     if its send dope has L4_EXC_FRAME_DWORDS dwords: dwords 2..11 become the thread's EIP,
+;     ESP, EFLAGS (user bits) and general registers, read from the current space (a fault:
+;     SEMSGCUT, nothing changed); with L4_EXC_TLS_DWORDS dwords, 12..13 also set its TLS
+;     segment (refused: SEMSGCUT).  Applied, it is a short message from then on: the
+;     sender's TCB_SND_DESC becomes L4_IPC_SHORT_MSG.
+; Clobbers eax, ecx, edx, esi.
 exc_send_check:
     cmp eax, EXC_SND_DESC
     jne esc_reply
@@ -206,21 +209,7 @@ esc_reply:
     jnz esc_fail
     cmp eax, L4_USER_LIMIT - L4_MSG_DWORD0 - 4 * L4_EXC_FRAME_DWORDS
     ja esc_fail
-    push eax
-    mov eax, [ebp + TCB_DEST_LO]
-    mov edx, [ebp + TCB_DEST_HI]
-    call tcb_lookup
-    pop esi                             ; the buffer
-    test eax, eax
-    jz esc_fail
-    mov edi, eax                        ; the thread in its exception
-    cmp dword ptr [edi + TCB_STATE], TS_WAIT_PF
-    jne esc_fail
-    mov ecx, exc_resume
-    cmp [edi + TCB_CONT_EIP], ecx
-    jne esc_fail
-    cmp [edi + TCB_WAIT_FOR], ebp
-    jne esc_fail
+    mov esi, eax                        ; the buffer
     mov ecx, esc_fault
     mov [uaccess_fixup], ecx
     mov eax, [esi + L4_MSG_SND_DOPE]
@@ -271,6 +260,7 @@ esc_regs:
     mov [edi + XR_ESI], eax
     mov eax, [esi + 36]
     mov [edi + XR_EDI], eax
+    mov dword ptr [ebp + TCB_SND_DESC], L4_IPC_SHORT_MSG
     clc
     ret
 esc_fault:                              ; exc_pf resumes here after a fault

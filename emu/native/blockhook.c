@@ -117,6 +117,18 @@ static void stop(void *uc, struct bh_state *s, uint32_t why)
     s->emu_stop(uc);
 }
 
+/* The page-table entry at physical address `at` when it is in RAM and present, else 0 (a
+ * present entry is never 0).  Both walkers here use it: phys_of (read-only, for the count
+ * table) and sys_walk (native delivery, which also sets accessed and dirty bits). */
+static inline uint32_t pt_entry(const uint8_t *ram, uint64_t ram_size, uint64_t at)
+{
+    uint32_t e;
+    if (at + 4 > ram_size)
+        return 0;
+    memcpy(&e, ram + at, 4);
+    return (e & 1) ? e : 0;
+}
+
 /* The physical address of `va` through the live page tables (32-bit, 4 KiB and 4 MiB pages),
  * read-only; NO_PA when it is not mapped to RAM (or PAE paging, which this does not walk). */
 static uint64_t phys_of(const struct bh_state *s, uint32_t va)
@@ -128,22 +140,16 @@ static uint64_t phys_of(const struct bh_state *s, uint32_t va)
     } else {
         if (cr[4] & CR4_PAE)
             return NO_PA;
-        uint64_t pde_at = ((cr[3] & 0xFFFFF000u) | ((va >> 20) & 0xFFC)) & s->a20_mask;
-        if (pde_at + 4 > s->ram_size)
-            return NO_PA;
-        uint32_t pde;
-        memcpy(&pde, s->ram + pde_at, 4);
-        if (!(pde & 1))
+        uint32_t pde = pt_entry(s->ram, s->ram_size,
+                                ((cr[3] & 0xFFFFF000u) | ((va >> 20) & 0xFFC)) & s->a20_mask);
+        if (!pde)
             return NO_PA;
         if ((pde & 0x80) && (cr[4] & CR4_PSE)) {
             pa = (pde & 0xFFC00000u) | (va & 0x3FFFFF);
         } else {
-            uint64_t pte_at = ((pde & 0xFFFFF000u) | ((va >> 10) & 0xFFC)) & s->a20_mask;
-            if (pte_at + 4 > s->ram_size)
-                return NO_PA;
-            uint32_t pte;
-            memcpy(&pte, s->ram + pte_at, 4);
-            if (!(pte & 1))
+            uint32_t pte = pt_entry(s->ram, s->ram_size,
+                                    ((pde & 0xFFFFF000u) | ((va >> 10) & 0xFFC)) & s->a20_mask);
+            if (!pte)
                 return NO_PA;
             pa = (pte & 0xFFFFF000u) | (va & 0xFFF);
         }
@@ -560,10 +566,8 @@ static int sys_walk(struct dv_state *s, uint32_t va, int write, uint32_t *pa)
         return 0;
     }
     uint64_t pde_addr = (s->cr[3] & 0xFFFFF000u) | ((va >> 20) & 0xFFC);
-    if (pde_addr + 4 > s->ram_size)
-        return -1;
-    uint32_t pde = rd32(s->ram + pde_addr);
-    if (!(pde & 1))
+    uint32_t pde = pt_entry(s->ram, s->ram_size, pde_addr);
+    if (!pde)
         return -1;
     if ((pde & 0x80) && (s->cr[4] & PSE)) {
         if (write && !(pde & 2) && (cr0 & WP))
@@ -575,10 +579,8 @@ static int sys_walk(struct dv_state *s, uint32_t va, int write, uint32_t *pa)
         return 0;
     }
     uint64_t pte_addr = (pde & 0xFFFFF000u) | ((va >> 10) & 0xFFC);
-    if (pte_addr + 4 > s->ram_size)
-        return -1;
-    uint32_t pte = rd32(s->ram + pte_addr);
-    if (!(pte & 1))
+    uint32_t pte = pt_entry(s->ram, s->ram_size, pte_addr);
+    if (!pte)
         return -1;
     if (write && !(pde & pte & 2) && (cr0 & WP))
         return -1;
