@@ -266,6 +266,18 @@ rf_no:
 ; Preserves ebx, esi, edi, ebp.
 ; XFER_REGISTERS: the part every transfer shares (this one and longipc.asm's lipc_transfer):
 ; esi's register words and ID become edi's results, with a dope of 0.  Clobbers eax.
+; PF_IPC_TO_PAGER: ebp's IPC operands become a page-fault call to its pager (the words and
+; the timeout are the caller's): a short send, the whole space as the receive window.  Also
+; longipc.asm's faults during a copy.  Clobbers eax.
+.macro PF_IPC_TO_PAGER
+    mov dword ptr [ebp + TCB_SND_DESC], L4_IPC_SHORT_MSG
+    mov dword ptr [ebp + TCB_RCV_DESC], PF_RCV_WINDOW
+    mov eax, [ebp + TCB_PAGER_LO]
+    mov [ebp + TCB_DEST_LO], eax
+    mov eax, [ebp + TCB_PAGER_HI]
+    mov [ebp + TCB_DEST_HI], eax
+.endm
+
 .macro XFER_REGISTERS
     mov eax, [esi + TCB_MSG0]
     mov [edi + TCB_RES_MSG0], eax
@@ -425,13 +437,8 @@ exc_pf:
     mov [ebp + TCB_MSG0], eax
     mov eax, [esp + 36]                 ; EIP
     mov [ebp + TCB_MSG1], eax
-    mov dword ptr [ebp + TCB_SND_DESC], L4_IPC_SHORT_MSG
-    mov dword ptr [ebp + TCB_RCV_DESC], PF_RCV_WINDOW
     mov dword ptr [ebp + TCB_TIMEOUT], L4_IPC_NEVER
-    mov eax, [ebp + TCB_PAGER_LO]
-    mov [ebp + TCB_DEST_LO], eax
-    mov eax, [ebp + TCB_PAGER_HI]
-    mov [ebp + TCB_DEST_HI], eax
+    PF_IPC_TO_PAGER
     mov [ebp + TCB_CONT_ESP], esp
     mov dword ptr [ebp + TCB_CONT_EIP], pf_resume
     mov dword ptr [ebp + TCB_RCV_STATE], TS_WAIT_PF

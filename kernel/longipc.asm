@@ -476,12 +476,7 @@ lpi_save:
     mov [ebp + TCB_TIMEOUT], edx
     mov eax, [ebp + TCB_IRET]           ; the thread's user EIP
     mov [ebp + TCB_MSG1], eax
-    mov dword ptr [ebp + TCB_SND_DESC], L4_IPC_SHORT_MSG
-    mov dword ptr [ebp + TCB_RCV_DESC], PF_RCV_WINDOW
-    mov eax, [ebp + TCB_PAGER_LO]
-    mov [ebp + TCB_DEST_LO], eax
-    mov eax, [ebp + TCB_PAGER_HI]
-    mov [ebp + TCB_DEST_HI], eax
+    PF_IPC_TO_PAGER                     ; (ipc.asm)
     mov [ebp + TCB_CONT_ESP], esp
     mov dword ptr [ebp + TCB_CONT_EIP], lpi_back
     mov dword ptr [ebp + TCB_RCV_STATE], TS_WAIT_PF
