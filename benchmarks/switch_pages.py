@@ -121,11 +121,13 @@ class Tracer:
               uc.hook_add(unicorn.UC_HOOK_BLOCK, self._block),
               uc.hook_add(unicorn.UC_HOOK_MEM_READ | unicorn.UC_HOOK_MEM_WRITE, self._mem)]
         self.m.cpu.code_written()                # blocks already translated must see them
+        self.m.cpu.fast_stores = False           # memory hooks see only slow-path stores
         try:
             self.m.run(max_insns=max_insns)
         finally:
             for h in hs:
                 uc.hook_del(h)
+            self.m.cpu.fast_stores = True
             self.m.cpu.code_written()
         self._decode()
 

@@ -87,6 +87,8 @@ CODE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint
 # Offsets into CPUX86State for Unicorn 2.1.4 built for x86_64 hosts (target_ulong = 8 bytes).
 # They are verified against the public API at start-up (`_verify_env`).
 OFF_REGS, OFF_EIP, OFF_EFLAGS, OFF_HFLAGS, OFF_SEGS, OFF_CR = 0, 128, 136, 176, 184, 424
+# The software TLB's three CPUTLBDescFast {mask, table} sit just below env (env->neg.tlb.f).
+OFF_TLB_FAST = -0x40
 SEG_ES, SEG_CS, SEG_SS, SEG_DS, SEG_FS, SEG_GS, SEG_LDT, SEG_TR, SEG_GDT, SEG_IDT = range(10)
 
 
@@ -111,6 +113,10 @@ class BlockState(ctypes.Structure):
         ("last_f0", ctypes.c_uint32), ("last_f1", ctypes.c_uint32),
         ("once_va", ctypes.c_uint64), ("once_size", ctypes.c_uint32),
         ("once_icount", ctypes.c_uint32),
+        ("tlb", ctypes.c_void_p), ("regs", ctypes.c_void_p), ("segs", ctypes.c_void_p),
+        ("fastw", ctypes.c_uint32), ("fastw_flush", ctypes.c_uint32),
+        ("fastw_clears", ctypes.c_uint64), ("fastw_cr3", ctypes.c_uint64),
+        ("fastw_done", ctypes.c_uint64 * 4),
     ]
 
 
@@ -415,7 +421,7 @@ class Cpu:
     def _verify_env(self) -> None:
         for addr in _env_candidates(self.uc, self.h.value):
             env = self._check_env(addr)
-            if env is not None:
+            if env is not None and self._check_tlb(env):
                 self.env = env
                 return
         raise EngineError("Unicorn CPU state layout not recognised: cannot locate and verify "
@@ -453,6 +459,22 @@ class Cpu:
             uc.reg_write(r, 0)
         return env
 
+    @staticmethod
+    def _check_tlb(env: Env) -> bool:
+        """The software TLB below env, as blockhook.c's fast stores read it: for each of the
+        three MMU indexes a mask (entries - 1) << 6 and a table whose entries, on a new
+        engine, are all invalid (-1)."""
+        pairs = (ctypes.c_uint64 * 6).from_address(env.addr + OFF_TLB_FAST)
+        for k in range(3):
+            mask, table = pairs[2 * k], pairs[2 * k + 1]
+            n = (mask >> 6) + 1
+            if mask & 0x3F or n & (n - 1) or not 64 <= n <= 1 << 20 or table & 0xF or not table:
+                return False
+            first = (ctypes.c_uint64 * 3).from_address(table)
+            if list(first) != [(1 << 64) - 1] * 3:
+                return False
+        return True
+
     # -- hooks --------------------------------------------------------------------------------
     def _install_block_hook(self) -> None:
         self._native = lib = _load_native()
@@ -476,6 +498,11 @@ class Cpu:
         st.eflags = self.env.addr + OFF_EFLAGS
         st.hflags = self.env.addr + OFF_HFLAGS
         st.emu_stop = ctypes.cast(_lib.uc_emu_stop, ctypes.c_void_p).value
+        st.tlb = self.env.addr + OFF_TLB_FAST
+        st.regs = self.env.addr + OFF_REGS
+        st.segs = self.env.addr + OFF_SEGS
+        st.fastw = 1
+        st.fastw_cr3 = NO_VA
         hh = ctypes.c_size_t()
         err = _hook_add(self.h, ctypes.byref(hh), unicorn.UC_HOOK_BLOCK,
                         ctypes.cast(lib.l4emu_block_cb, ctypes.c_void_p),
@@ -582,6 +609,7 @@ class Cpu:
                 src = start if enabled else start - (1 << 20)
                 self.uc.mem_map_ptr(start, length, unicorn.UC_PROT_ALL, base + src)
             self.uc.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
+        self.bh.fastw_cr3 = NO_VA
         self.code_written()
 
     # -- watchpoints ------------------------------------------------------------------------
@@ -705,9 +733,24 @@ class Cpu:
             raise MemoryError("block table")
         self._boundaries.clear()
 
+    @property
+    def fast_stores(self) -> bool:
+        """Whether guest stores to pages without code skip Unicorn's slow store helper
+        (blockhook.c, fast_writes).  Memory hooks only see the stores that take the slow
+        path: whoever adds UC_HOOK_MEM_* hooks turns this off while they exist."""
+        return bool(self.bh.fastw)
+
+    @fast_stores.setter
+    def fast_stores(self, on: bool) -> None:
+        if on != bool(self.bh.fastw):
+            self.bh.fastw = int(on)
+            if not on:
+                self.flush_tlb()    # entries let through before get the flag back
+
     def flush_tlb(self) -> None:
         with self._guard_spurious():
             self.uc.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
+        self.bh.fastw_cr3 = NO_VA           # the fast-store pages must be settled again
 
     def _guard_spurious(self):
         cpu = self
@@ -778,6 +821,9 @@ class Cpu:
             return
         if self._native.l4emu_block_insert(self._bh_ptr, pa, st.miss_f1, size, icount):
             raise MemoryError("block table")
+        if st.fastw_flush:          # code landed in a frame written through the fast path
+            st.fastw_flush = 0
+            self.flush_tlb()
 
     def _block_boundaries(self, va: int, size: int, cr3: int = 0) -> list[int]:
         """Start addresses of the instructions of the block at `va` as its bytes are now

@@ -314,6 +314,7 @@ class Machine:
         if length <= 0:
             raise ValueError("watchpoint length must be positive")
         wp = Watchpoint(addr & 0xFFFFFFFF, length, kind)
+        self.cpu.fast_stores = False        # the memory hooks see only slow-path stores
         types = (unicorn.UC_HOOK_MEM_READ if "r" in kind else 0) | \
             (unicorn.UC_HOOK_MEM_WRITE if "w" in kind else 0)
         va, end = wp.addr, wp.addr + length
@@ -335,6 +336,7 @@ class Machine:
                     self.cpu.uc.hook_del(h)
             if not self.watchpoints:
                 self.cpu.watch_code_hook(False)
+                self.cpu.fast_stores = True
 
     def _make_watch_cb(self, wp: Watchpoint, delta: int):
         def cb(uc, access, address, size, value, user):

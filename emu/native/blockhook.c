@@ -45,10 +45,35 @@ struct bh_entry {
     uint32_t pad;
 };
 
+/* Unicorn 2.1.4's software TLB (qemu/include/exec/cpu-defs.h, x86_64 target): one
+ * CPUTLBDescFast per MMU index, entries of 64 bytes. */
+struct tlb_fast {
+    uint64_t mask;         /* (entries - 1) << 6 */
+    struct tlb_entry *table;
+};
+struct tlb_entry {
+    uint64_t addr_read, addr_write, addr_code, paddr, addend, pad[3];
+};
+#define TLB_NOTDIRTY 0x400u
+#define HF_SMAP 0x800000u
+#define EFLAGS_AC 0x40000u
+
+/* A segment cache of env->segs[] (target/i386/cpu.h SegmentCache). */
+struct seg_cache {
+    uint32_t selector;
+    uint32_t pad;
+    uint64_t base;
+    uint32_t limit;
+    uint32_t flags;
+};
+
 enum { STOP_NONE = 0, STOP_BUDGET = 1, STOP_MISS = 3, STOP_WATCH = 4, STOP_LIMIT = 5 };
 
 /* Per-frame write state: protected on the host, volatile, and a count of write faults. */
-enum { WS_PROTECTED = 1, WS_VOLATILE = 2, WS_COUNT_ONE = 4, WS_VOLATILE_AFTER = 8 };
+/* WS_CODE: the frame has held counted code (never cleared).  WS_FASTW: stores to it have been
+ * let through Unicorn's fast path (see fast_writes).  The write-fault count sits above. */
+enum { WS_PROTECTED = 1, WS_VOLATILE = 2, WS_CODE = 4, WS_FASTW = 8, WS_COUNT_ONE = 16,
+       WS_COUNT_SHIFT = 4, WS_VOLATILE_AFTER = 8 };
 
 /* Shared with Python through ctypes (emu/cpu.py mirrors this layout).  The fields the
  * callback touches on every block come first, in one cache line. */
@@ -94,6 +119,16 @@ struct bh_state {
     uint64_t once_va;      /* a block with no physical key (outside RAM, PAE paging): its */
     uint32_t once_size;    /* count, for its next run only (Python sets it at each miss) */
     uint32_t once_icount;
+    /* Fast guest stores (fast_writes): Unicorn's TLB for the three MMU indexes (env->neg.tlb.f,
+     * just below env), the guest registers and segment caches, on/off, and statistics. */
+    struct tlb_fast *tlb;
+    const uint64_t *regs;
+    const struct seg_cache *segs;
+    uint32_t fastw;        /* 1: on; 0 while memory hooks (watchpoints) need the slow path */
+    uint32_t fastw_flush;  /* set by l4emu_block_insert: code landed in a fast-written frame */
+    uint64_t fastw_clears;
+    uint64_t fastw_cr3;    /* CR3 when the pages below were settled (NO_VA: flushed since) */
+    uint64_t fastw_done[4];  /* settled pages | MMU index: per index, and the TSS's */
 };
 
 #define EFLAGS_IF 0x200
@@ -183,6 +218,67 @@ static inline int entry_valid(const struct bh_state *s, const struct bh_entry *e
     return 1;
 }
 
+/* ---- fast guest stores --------------------------------------------------------------------
+ * Unicorn 2.1.4 marks every TLB entry of a writable RAM page "not dirty" (TLB_NOTDIRTY), so
+ * that a store to a page holding translated code invalidates that code.  The generated code
+ * sends every store to such an entry down the slow store helper (a memory-region search,
+ * the hooks, a search for code to invalidate), about 40 ns a store, and the helper only
+ * clears the flag for pages that are not executable: on x86 without NX, none.  Here the flag
+ * is cleared for the entry of the page a block is about to push to (the stack: calls,
+ * interrupt frames, a thread's saved state), when its frame is guest RAM that has never held
+ * counted code.  Every block Unicorn translates and runs is counted first (a miss stops the
+ * run before the block), so such a frame holds no translation; when code does land in one,
+ * l4emu_block_insert asks the host to flush the TLB (fastw_flush), which sets the flag again
+ * on every entry, aliases included.  Memory hooks (watchpoints) need the slow path: the
+ * host turns this off while they exist, and under PAE paging, whose code frames are not
+ * tracked. */
+/* Clear the flag of `page`'s entry in MMU index `idx` if it may be.  Returns 1 when the
+ * entry is settled (let through now or before, or never to be: not RAM, code, MMIO), 0 when
+ * the page has no entry yet. */
+static inline int fast_write_page(struct bh_state *s, unsigned idx, uint64_t page)
+{
+    struct tlb_fast *f = &s->tlb[idx];
+    struct tlb_entry *e = &f->table[(page >> 12) & (f->mask >> 6)];
+    uint64_t aw = e->addr_write;
+    if (aw != (page | TLB_NOTDIRTY))
+        return (aw & ~(uint64_t)0xFFF) == page;
+    uint64_t off = (uint64_t)((uintptr_t)(e->addend + page) - (uintptr_t)s->ram);
+    if (off >= s->ram_size || (off & 0xFFF))
+        return 1;
+    uint8_t *w = &s->wstate[off >> 12];
+    if (*w & WS_CODE)
+        return 1;
+    *w |= WS_FASTW;
+    e->addr_write = page;
+    s->fastw_clears++;
+    return 1;
+}
+
+/* The pages tried before each counted block: the one the stack pushes to next, in the
+ * current MMU index, and in ring 0 the page of the TSS (kernels write ESP0 there at every
+ * thread switch).  A page settled since the last CR3 change is not tried again (a CR3 write
+ * flushes the TLB; the host sets fastw_cr3 to NO_VA whenever it flushes). */
+static inline void fast_writes(struct bh_state *s)
+{
+    uint64_t cr3 = *s->cr3;
+    if (cr3 != s->fastw_cr3) {
+        if (s->cr3[1] & CR4_PAE)
+            return;
+        s->fastw_cr3 = cr3;
+        s->fastw_done[0] = s->fastw_done[1] = s->fastw_done[2] = s->fastw_done[3] = NO_VA;
+    }
+    uint32_t hf = *s->hflags;
+    unsigned idx = (hf & 3) == 3 ? 1 : (!(hf & HF_SMAP) || (*s->eflags & EFLAGS_AC)) ? 2 : 0;
+    uint64_t sp = ((s->segs[2].base + (uint32_t)s->regs[4] - 4) & 0xFFFFF000u) | idx;
+    if (sp != s->fastw_done[idx] && fast_write_page(s, idx, sp & ~(uint64_t)3))
+        s->fastw_done[idx] = sp;
+    if (idx != 1) {
+        uint64_t tss = ((uint32_t)s->segs[7].base & 0xFFFFF000u) | idx;
+        if (tss != s->fastw_done[3] && fast_write_page(s, idx, tss & ~(uint64_t)3))
+            s->fastw_done[3] = tss;
+    }
+}
+
 static void miss(void *uc, struct bh_state *s, uint64_t va, uint64_t pa, uint32_t f1,
                  uint32_t size)
 {
@@ -254,6 +350,8 @@ count:
     s->last_va = va;
     s->last_size = size;
     s->last_icount = icount;
+    if (s->fastw)
+        fast_writes(s);
     uint64_t b = s->budget ? s->budget - 1 + icount : 0;
     s->fast_bound = s->irq_waiting ? 0 : (b < s->limit ? b : s->limit);
 }
@@ -370,11 +468,11 @@ static void on_segv(int sig, siginfo_t *si, void *ctx)
             break;
         mprotect(s->ram + (f << 12), 0x1000, PROT_READ | PROT_WRITE);
         w &= (uint8_t)~WS_PROTECTED;
-        if (w < 0xFC)
+        if (w < 0xF0)
             w = (uint8_t)(w + WS_COUNT_ONE);
         /* Written again and again, or written by the code running in it: stop protecting
          * it (protection would only bounce between a fault and a relearn). */
-        if ((w >> 2) >= WS_VOLATILE_AFTER || f == s->last_f0 || f == s->last_f1)
+        if ((w >> WS_COUNT_SHIFT) >= WS_VOLATILE_AFTER || f == s->last_f0 || f == s->last_f1)
             w |= WS_VOLATILE;
         s->wstate[f] = w;
         s->gen[f]++;
@@ -459,6 +557,10 @@ int l4emu_block_insert(struct bh_state *s, uint64_t pa, uint32_t f1, uint32_t si
         free(old);
     }
     uint32_t f0 = (uint32_t)(pa >> 12);
+    if ((s->wstate[f0] | s->wstate[f1]) & WS_FASTW)
+        s->fastw_flush = 1;
+    s->wstate[f0] |= WS_CODE;
+    s->wstate[f1] |= WS_CODE;
     protect(s, f0);
     protect(s, f1);
     struct bh_entry e = {
@@ -507,14 +609,6 @@ size_t l4emu_block_state_size(void)
  * raises the right fault), any page walk that would fault, a pending host condition.  It
  * changes nothing before it knows it can finish, so handing over is always safe.
  */
-struct seg_cache {
-    uint32_t selector;
-    uint32_t pad;
-    uint64_t base;
-    uint32_t limit;
-    uint32_t flags;
-};
-
 struct dv_rec {
     uint64_t seq;
     uint32_t vector, eip, cpl, pad;
