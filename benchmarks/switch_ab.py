@@ -10,6 +10,8 @@ wall clock and the thread's CPU time (time.thread_time_ns: on a shared machine t
 also counts the time the process was not running); the figure to compare is the ratio to the
 floor measured on the same machine in the same round.  OTHER is e.g. an older tree exported
 with `git archive` (the image's kernel and servers are built from the files next to it).
+With `--slow-stores`, every image is measured a second time in each round with the fast
+guest stores of emu/native/blockhook.c turned off (`Cpu.fast_stores`), on the same machine.
 """
 from __future__ import annotations
 
@@ -71,24 +73,32 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--iters", type=int, default=10_000, help="ring trips per measurement")
     ap.add_argument("--floor-iterations", type=int, default=100_000)
+    ap.add_argument("--slow-stores", action="store_true",
+                    help="also measure each image with the fast guest stores off")
     a = ap.parse_args(argv)
-    sessions = [BenchSession(p.resolve()) for p in a.images]
+    opened = [BenchSession(p.resolve()) for p in a.images]
+    variants = [(s, p, True) for s, p in zip(opened, a.images)]
+    if a.slow_stores:
+        variants += [(s, p, False) for s, p in zip(opened, a.images)]
+    sessions = [v[0] for v in variants]
     rows = {(i, k): [] for i in range(len(sessions)) for k in ("floor", "gate", "int")}
     insns = {}
     for rnd in range(a.rounds):
         for i, s in enumerate(sessions):
+            s.machine.cpu.fast_stores = variants[i][2]
             fw, fc = floor_ns(s, a.floor_iterations)
             rows[(i, "floor")].append((fw, fc, fw, fc))
             for e in ("gate", "int"):
                 w, c, n = lat_ctx_ns(s, e, a.iters)
                 insns[(i, e)] = n / (2 * a.iters)
                 rows[(i, e)].append((w, c, w / fw, c / fc))
+            s.machine.cpu.fast_stores = True
         print(f"round {rnd + 1}/{a.rounds}", file=sys.stderr, flush=True)
     print(f"lat_ctx N=2 size 0, {a.iters * 2} switches per run, median (min) of {a.rounds} "
           "rounds; x floor = ratio to the floor of the same machine and round")
-    for i, p in enumerate(a.images):
+    for i, (_s, p, fast) in enumerate(variants):
         f = rows[(i, "floor")]
-        print(f"\n{p}")
+        print(f"\n{p}" + ("" if fast else "  (fast guest stores off)"))
         print(f"    floor      wall {statistics.median(r[0] for r in f):7.0f} ns "
               f"({min(r[0] for r in f):.0f})   cpu {statistics.median(r[1] for r in f):7.0f} ns "
               f"({min(r[1] for r in f):.0f})")
@@ -100,7 +110,7 @@ def main(argv=None) -> int:
                   f"{statistics.median(r[2] for r in rs):.2f} ({min(r[2] for r in rs):.2f})  "
                   f"cpu {statistics.median(r[3] for r in rs):.2f} ({min(r[3] for r in rs):.2f})"
                   f"   {insns[(i, e)]:.2f} insns/switch")
-    for s in sessions:
+    for s in opened:
         s.close()
     return 0
 

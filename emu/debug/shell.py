@@ -1157,14 +1157,17 @@ def interactive_loop(dbg: Debugger) -> None:
         pass
     session = PromptSession(history=history, completer=_completer(dbg),
                             complete_while_typing=False)
-    while not dbg.quit:
+    # Ctrl-C at the prompt clears the line; one that lands between a command's end and the
+    # next prompt (a second press while a run stops) must not end the session either.
+    while True:
         try:
-            line = session.prompt(PROMPT)
+            if dbg.quit:
+                break
+            dbg.execute(session.prompt(PROMPT))
         except KeyboardInterrupt:
             continue
         except EOFError:
             break
-        dbg.execute(line)
 
 
 def plain_loop(dbg: Debugger, stream, echo: bool = True) -> None:

@@ -258,7 +258,7 @@ static inline int fast_write_page(struct bh_state *s, unsigned idx, uint64_t pag
  * current MMU index, and in ring 0 the page of the TSS (kernels write ESP0 there at every
  * thread switch).  A page settled since the last CR3 change is not tried again (a CR3 write
  * flushes the TLB; the host sets fastw_cr3 to NO_VA whenever it flushes). */
-static inline void fast_writes(struct bh_state *s)
+static inline void fast_writes(struct bh_state *s, unsigned idx)
 {
     uint64_t cr3 = *s->cr3;
     if (cr3 != s->fastw_cr3) {
@@ -267,8 +267,6 @@ static inline void fast_writes(struct bh_state *s)
         s->fastw_cr3 = cr3;
         s->fastw_done[0] = s->fastw_done[1] = s->fastw_done[2] = s->fastw_done[3] = NO_VA;
     }
-    uint32_t hf = *s->hflags;
-    unsigned idx = (hf & 3) == 3 ? 1 : (!(hf & HF_SMAP) || (*s->eflags & EFLAGS_AC)) ? 2 : 0;
     uint64_t sp = ((s->segs[2].base + (uint32_t)s->regs[4] - 4) & 0xFFFFF000u) | idx;
     if (sp != s->fastw_done[idx] && fast_write_page(s, idx, sp & ~(uint64_t)3))
         s->fastw_done[idx] = sp;
@@ -277,6 +275,29 @@ static inline void fast_writes(struct bh_state *s)
         if (tss != s->fastw_done[3] && fast_write_page(s, idx, tss & ~(uint64_t)3))
             s->fastw_done[3] = tss;
     }
+}
+
+/* Unicorn's MMU index for the CPU's current accesses (target/i386/cpu.h cpu_mmu_index):
+ * 1 in ring 3, else 2, or 0 with SMAP on and EFLAGS.AC clear. */
+static inline unsigned mmu_index(const struct bh_state *s)
+{
+    uint32_t hf = *s->hflags;
+    return (hf & 3) == 3 ? 1 : (!(hf & HF_SMAP) || (*s->eflags & EFLAGS_AC)) ? 2 : 0;
+}
+
+/* The physical address of code at `va`: what Unicorn's TLB says (the translation the block
+ * was fetched through, as it holds that entry while the block runs), or a walk of the page
+ * tables when the entry is gone (evicted, or flushed under a block chained to this one). */
+static inline uint64_t code_phys(const struct bh_state *s, uint64_t va, unsigned idx)
+{
+    const struct tlb_fast *f = &s->tlb[idx];
+    const struct tlb_entry *e = &f->table[(va >> 12) & (f->mask >> 6)];
+    if (e->addr_code == (va & ~(uint64_t)0xFFF) && !(s->cr3[1] & CR4_PAE)) {
+        uint64_t off = (uint64_t)((uintptr_t)(e->addend + va) - (uintptr_t)s->ram);
+        if (off < s->ram_size)
+            return off;
+    }
+    return phys_of(s, (uint32_t)va);
 }
 
 static void miss(void *uc, struct bh_state *s, uint64_t va, uint64_t pa, uint32_t f1,
@@ -301,19 +322,20 @@ static __attribute__((noinline)) void block_slow(void *uc, uint64_t va, uint32_t
         return;
     }
     uint32_t icount;
+    unsigned idx = mmu_index(s);
     if (unlikely(s->once_icount) && va == s->once_va && size == s->once_size) {
         icount = s->once_icount;
         s->once_icount = 0;
         goto count;
     }
-    uint64_t pa = phys_of(s, (uint32_t)va);
+    uint64_t pa = code_phys(s, va, idx);
     uint32_t f1 = (uint32_t)(pa >> 12);
     if (pa == NO_PA) {
         miss(uc, s, va, pa, 0, size);    /* not in RAM: Python counts it every time */
         return;
     }
     if (((pa & 0xFFF) + size) > 0x1000) {
-        uint64_t pa1 = phys_of(s, (uint32_t)(va + size - 1));
+        uint64_t pa1 = code_phys(s, (uint32_t)(va + size - 1), idx);
         if (pa1 == NO_PA) {
             miss(uc, s, va, NO_PA, 0, size);
             return;
@@ -351,7 +373,7 @@ count:
     s->last_size = size;
     s->last_icount = icount;
     if (s->fastw)
-        fast_writes(s);
+        fast_writes(s, idx);
     uint64_t b = s->budget ? s->budget - 1 + icount : 0;
     s->fast_bound = s->irq_waiting ? 0 : (b < s->limit ? b : s->limit);
 }
