@@ -87,8 +87,11 @@ CODE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint
 # Offsets into CPUX86State for Unicorn 2.1.4 built for x86_64 hosts (target_ulong = 8 bytes).
 # They are verified against the public API at start-up (`_verify_env`).
 OFF_REGS, OFF_EIP, OFF_EFLAGS, OFF_HFLAGS, OFF_SEGS, OFF_CR = 0, 128, 136, 176, 184, 424
-# The software TLB's three CPUTLBDescFast {mask, table} sit just below env (env->neg.tlb.f).
+# The software TLB's three CPUTLBDescFast {mask, table} sit just below env (env->neg.tlb.f),
+# after the three CPUTLBDesc (696 bytes each, the victim TLB among them) and 8 bytes of padding.
 OFF_TLB_FAST = -0x40
+OFF_TLB_DESC = OFF_TLB_FAST - 8 - 3 * 696
+TLB_DESC_SIZE = 696
 SEG_ES, SEG_CS, SEG_SS, SEG_DS, SEG_FS, SEG_GS, SEG_LDT, SEG_TR, SEG_GDT, SEG_IDT = range(10)
 
 
@@ -113,10 +116,11 @@ class BlockState(ctypes.Structure):
         ("last_f0", ctypes.c_uint32), ("last_f1", ctypes.c_uint32),
         ("once_va", ctypes.c_uint64), ("once_size", ctypes.c_uint32),
         ("once_icount", ctypes.c_uint32),
-        ("tlb", ctypes.c_void_p), ("regs", ctypes.c_void_p), ("segs", ctypes.c_void_p),
+        ("tlb", ctypes.c_void_p), ("tlbd", ctypes.c_void_p), ("regs", ctypes.c_void_p),
+        ("segs", ctypes.c_void_p),
         ("fastw", ctypes.c_uint32), ("fastw_flush", ctypes.c_uint32),
         ("fastw_clears", ctypes.c_uint64), ("fastw_cr3", ctypes.c_uint64),
-        ("fastw_done", ctypes.c_uint64 * 4),
+        ("fastw_done", ctypes.c_uint64 * 4), ("fastw_esp0", ctypes.c_void_p),
     ]
 
 
@@ -162,6 +166,7 @@ def _load_native():
     lib.l4emu_block_insert.argtypes = [ctypes.POINTER(BlockState), ctypes.c_uint64,
                                        ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32]
     lib.l4emu_block_free.argtypes = [ctypes.POINTER(BlockState)]
+    lib.l4emu_wp_forget.argtypes = [ctypes.POINTER(BlockState)]
     lib.l4emu_wp_attach.argtypes = [ctypes.POINTER(BlockState), ctypes.c_void_p,
                                     ctypes.c_uint64]
     lib.l4emu_wp_ensure.argtypes = []
@@ -461,9 +466,11 @@ class Cpu:
 
     @staticmethod
     def _check_tlb(env: Env) -> bool:
-        """The software TLB below env, as blockhook.c's fast stores read it: for each of the
-        three MMU indexes a mask (entries - 1) << 6 and a table whose entries, on a new
-        engine, are all invalid (-1)."""
+        """The software TLB below env, as blockhook.c reads it: for each of the three MMU
+        indexes a mask (entries - 1) << 6 and a table whose entries, on a new engine, are all
+        invalid (-1); before them the CPUTLBDesc with no large page, an empty victim TLB, no
+        entry in use and an iotlb array."""
+        ones = (1 << 64) - 1
         pairs = (ctypes.c_uint64 * 6).from_address(env.addr + OFF_TLB_FAST)
         for k in range(3):
             mask, table = pairs[2 * k], pairs[2 * k + 1]
@@ -471,7 +478,14 @@ class Cpu:
             if mask & 0x3F or n & (n - 1) or not 64 <= n <= 1 << 20 or table & 0xF or not table:
                 return False
             first = (ctypes.c_uint64 * 3).from_address(table)
-            if list(first) != [(1 << 64) - 1] * 3:
+            if list(first) != [ones] * 3:
+                return False
+            d = env.addr + OFF_TLB_DESC + k * TLB_DESC_SIZE
+            head = (ctypes.c_uint64 * 6).from_address(d)
+            victims = (ctypes.c_uint64 * (8 * 8)).from_address(d + 48)
+            iotlb = ctypes.c_uint64.from_address(d + TLB_DESC_SIZE - 8).value
+            if (head[0], head[1], head[4], head[5]) != (ones, ones, 0, 0) or not iotlb \
+                    or any(victims[8 * v + j] != ones for v in range(8) for j in range(3)):
                 return False
         return True
 
@@ -499,6 +513,7 @@ class Cpu:
         st.hflags = self.env.addr + OFF_HFLAGS
         st.emu_stop = ctypes.cast(_lib.uc_emu_stop, ctypes.c_void_p).value
         st.tlb = self.env.addr + OFF_TLB_FAST
+        st.tlbd = self.env.addr + OFF_TLB_DESC
         st.regs = self.env.addr + OFF_REGS
         st.segs = self.env.addr + OFF_SEGS
         st.fastw = 1
@@ -731,6 +746,7 @@ class Cpu:
         self.code_written()
         if self._native.l4emu_block_reset(self._bh_ptr, 12):
             raise MemoryError("block table")
+        self._native.l4emu_wp_forget(self._bh_ptr)
         self._boundaries.clear()
 
     @property

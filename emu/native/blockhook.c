@@ -54,6 +54,16 @@ struct tlb_fast {
 struct tlb_entry {
     uint64_t addr_read, addr_write, addr_code, paddr, addend, pad[3];
 };
+/* CPUTLBDesc: what the fast path does not read, among it the 8-entry victim TLB that
+ * entries evicted from the table go to (and come back from on their next use). */
+struct tlb_desc {
+    uint64_t large_page_addr, large_page_mask;
+    int64_t window_begin_ns;
+    uint64_t window_max_entries, n_used_entries, vindex;
+    struct tlb_entry vtable[8];
+    struct { uint64_t addr; uint32_t attrs, pad; } viotlb[8];
+    void *iotlb;
+};
 #define TLB_NOTDIRTY 0x400u
 #define HF_SMAP 0x800000u
 #define EFLAGS_AC 0x40000u
@@ -122,6 +132,7 @@ struct bh_state {
     /* Fast guest stores (fast_writes): Unicorn's TLB for the three MMU indexes (env->neg.tlb.f,
      * just below env), the guest registers and segment caches, on/off, and statistics. */
     struct tlb_fast *tlb;
+    const struct tlb_desc *tlbd;   /* env->neg.tlb.d, the three MMU indexes */
     const uint64_t *regs;
     const struct seg_cache *segs;
     uint32_t fastw;        /* 1: on; 0 while memory hooks (watchpoints) need the slow path */
@@ -129,6 +140,7 @@ struct bh_state {
     uint64_t fastw_clears;
     uint64_t fastw_cr3;    /* CR3 when the pages below were settled (NO_VA: flushed since) */
     uint64_t fastw_done[4];  /* settled pages | MMU index: per index, and the TSS's */
+    const uint8_t *fastw_esp0;  /* TSS.ESP0 in RAM, for this CR3 (NULL: not looked up) */
 };
 
 #define EFLAGS_IF 0x200
@@ -232,6 +244,8 @@ static inline int entry_valid(const struct bh_state *s, const struct bh_entry *e
  * on every entry, aliases included.  Memory hooks (watchpoints) need the slow path: the
  * host turns this off while they exist, and under PAE paging, whose code frames are not
  * tracked. */
+static const uint32_t no_esp0 = 0;     /* TSS.ESP0 when the TSS is not in RAM */
+
 /* Clear the flag of `page`'s entry in MMU index `idx` if it may be.  Returns 1 when the
  * entry is settled (let through now or before, or never to be: not RAM, code, MMIO), 0 when
  * the page has no entry yet. */
@@ -255,8 +269,9 @@ static inline int fast_write_page(struct bh_state *s, unsigned idx, uint64_t pag
 }
 
 /* The pages tried before each counted block: the one the stack pushes to next, in the
- * current MMU index, and in ring 0 the page of the TSS (kernels write ESP0 there at every
- * thread switch).  A page settled since the last CR3 change is not tried again (a CR3 write
+ * current MMU index; in ring 0 the page of the TSS (kernels write ESP0 there at every thread
+ * switch), and in ring 3 the page below TSS.ESP0, which the next entry to the kernel pushes
+ * its frame to.  A page settled since the last CR3 change is not tried again (a CR3 write
  * flushes the TLB; the host sets fastw_cr3 to NO_VA whenever it flushes). */
 static inline void fast_writes(struct bh_state *s, unsigned idx)
 {
@@ -266,6 +281,7 @@ static inline void fast_writes(struct bh_state *s, unsigned idx)
             return;
         s->fastw_cr3 = cr3;
         s->fastw_done[0] = s->fastw_done[1] = s->fastw_done[2] = s->fastw_done[3] = NO_VA;
+        s->fastw_esp0 = NULL;
     }
     uint64_t sp = ((s->segs[2].base + (uint32_t)s->regs[4] - 4) & 0xFFFFF000u) | idx;
     if (sp != s->fastw_done[idx] && fast_write_page(s, idx, sp & ~(uint64_t)3))
@@ -274,7 +290,21 @@ static inline void fast_writes(struct bh_state *s, unsigned idx)
         uint64_t tss = ((uint32_t)s->segs[7].base & 0xFFFFF000u) | idx;
         if (tss != s->fastw_done[3] && fast_write_page(s, idx, tss & ~(uint64_t)3))
             s->fastw_done[3] = tss;
+        return;
     }
+    if (!s->fastw_esp0) {
+        /* Where TSS.ESP0 lives in RAM, found once per CR3 (stale at worst: then another
+         * page is tried, and fast_write_page decides alone what may be let through). */
+        uint64_t pa = phys_of(s, (uint32_t)s->segs[7].base + 4);
+        s->fastw_esp0 = (pa == NO_PA || pa + 4 > s->ram_size || (pa & 0xFFF) > 0xFFC)
+            ? (const uint8_t *)&no_esp0 : s->ram + pa;
+    }
+    uint32_t esp0;
+    memcpy(&esp0, s->fastw_esp0, 4);
+    unsigned kidx = (*s->hflags & HF_SMAP) ? 0 : 2;
+    uint64_t k = ((uint64_t)((esp0 - 4) & 0xFFFFF000u)) | kidx;
+    if (esp0 && k != s->fastw_done[kidx] && fast_write_page(s, kidx, k & ~(uint64_t)3))
+        s->fastw_done[kidx] = k;
 }
 
 /* Unicorn's MMU index for the CPU's current accesses (target/i386/cpu.h cpu_mmu_index):
@@ -292,10 +322,22 @@ static inline uint64_t code_phys(const struct bh_state *s, uint64_t va, unsigned
 {
     const struct tlb_fast *f = &s->tlb[idx];
     const struct tlb_entry *e = &f->table[(va >> 12) & (f->mask >> 6)];
-    if (e->addr_code == (va & ~(uint64_t)0xFFF) && !(s->cr3[1] & CR4_PAE)) {
-        uint64_t off = (uint64_t)((uintptr_t)(e->addend + va) - (uintptr_t)s->ram);
-        if (off < s->ram_size)
-            return off;
+    uint64_t page = va & ~(uint64_t)0xFFF;
+    if (!(s->cr3[1] & CR4_PAE)) {
+        if (e->addr_code != page) {
+            /* Evicted by another page of the same slot: in the victim TLB, then. */
+            const struct tlb_entry *v = s->tlbd[idx].vtable;
+            for (e = NULL; v < s->tlbd[idx].vtable + 8; v++)
+                if (v->addr_code == page) {
+                    e = v;
+                    break;
+                }
+        }
+        if (e) {
+            uint64_t off = (uint64_t)((uintptr_t)(e->addend + va) - (uintptr_t)s->ram);
+            if (off < s->ram_size)
+                return off;
+        }
     }
     return phys_of(s, (uint32_t)va);
 }
@@ -591,6 +633,25 @@ int l4emu_block_insert(struct bh_state *s, uint64_t pa, uint32_t f1, uint32_t si
     };
     insert_raw(s, &e);
     return 0;
+}
+
+/* Forget what the frames held (the host dropped every translation and count: the host wrote
+ * guest memory): every frame writable, neither code nor volatile any more.  WS_FASTW stays:
+ * an entry let through before may still be in the TLB.  A write by the host must not count
+ * as the running code writing its own frame. */
+void l4emu_wp_forget(struct bh_state *s)
+{
+    if (!s->ram || !s->wstate)
+        return;
+    for (uint64_t f = 0; f < (s->ram_size + 0xFFF) >> 12; f++) {
+        uint8_t w = s->wstate[f];
+        if (!w)
+            continue;
+        if (w & WS_PROTECTED)
+            mprotect(s->ram + (f << 12), 0x1000, PROT_READ | PROT_WRITE);
+        s->wstate[f] = (uint8_t)(w & WS_FASTW);
+    }
+    s->last_f0 = s->last_f1 = ~(uint32_t)0;
 }
 
 /* Forget the table and stop watching RAM (every frame writable again). */

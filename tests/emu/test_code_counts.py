@@ -24,6 +24,16 @@ def run_flat(src: str) -> tuple[Machine, int]:
     return m, r.insns
 
 
+def run_flat_stopped(src: str, insns: int) -> tuple[Machine, int]:
+    """Load `src` at BASE and run its first `insns` instructions."""
+    m = Machine(ram_mib=16)
+    m.load(BASE, assemble(src, BASE).code)
+    m.set_entry_state(BASE)
+    r = m.run(max_insns=insns)
+    assert r.reason is Stop.MAX_INSNS, r
+    return m, r.insns
+
+
 def test_guest_rewrites_code_it_has_run():
     """A loop body of three `nop`s (3 bytes) is overwritten by the guest with `add eax, 1`
     (3 bytes, 1 instruction) from another block, then the loop runs again."""
@@ -131,3 +141,27 @@ def test_remap_to_other_code_is_counted_by_its_own_frame():
 
     same, other = total(0x500000), total(0x600000)
     assert same - other == 10 * 2            # three nops became one add, ten times
+
+
+def test_a_host_write_does_not_make_the_running_code_volatile():
+    """A frame whose block ran last and is then written by the host (a snapshot restore, the
+    loader) is not taken for code that rewrites itself: after the restore no frame is
+    volatile, so its blocks are not checked byte by byte at every lookup."""
+    import ctypes
+    m, _ = run_flat_stopped("""
+      mov ecx, 1000
+    l:
+      add eax, 1
+      dec ecx
+      jnz l
+      mov al, 0
+      out 0xf4, al
+    """, 100)
+    snap = m.save_state()
+    m.load_state(snap)
+    wstate = ctypes.cast(m.cpu.bh.wstate, ctypes.POINTER(ctypes.c_uint8))
+    frames = m.cpu.bh.ram_size >> 12
+    assert not [f for f in range(frames) if wstate[f] & 2]     # WS_VOLATILE
+    r = m.run(max_insns=10_000)
+    assert r.reason is Stop.EXIT and r.insns == 1 + 1000 * 3 + 2
+    m.close()
