@@ -138,11 +138,11 @@ si_not_first:
     mov ecx, 1024
     rep stosd
     or edx, PTE_P
-    mov [ebx + KOFF + 4], edx
-    mov [ebx + KOFF + 8], edx
+    mov [ebx + IO_PT_K + 4], edx
+    mov [ebx + IO_PT_K + 8], edx
     mov edx, tss_page - KOFF
     or edx, PTE_W | PTE_P
-    mov [ebx + KOFF], edx
+    mov [ebx + IO_PT_K], edx
     mov [io_deny_pt], ebx
     or ebx, PTE_W | PTE_P
     mov edx, master_pd + PDE_IO * 4
@@ -187,11 +187,11 @@ iop_page:
     or eax, PTE_W | PTE_P               ; supervisor: the CPU reads it, the user cannot
     mov edi, ecx
     xor edi, 3                          ; ecx 2, 1 -> entry 1, 2
-    mov [edx + edi*4 + KOFF], eax
+    mov [edx + edi*4 + IO_PT_K], eax
     loop iop_page
     mov eax, tss_page - KOFF
     or eax, PTE_W | PTE_P
-    mov [edx + KOFF], eax
+    mov [edx + IO_PT_K], eax
     or edx, PTE_W | PTE_P
     mov [ebx + PD_IO_KOFF], edx
     cmp ebx, [cur_space]
@@ -207,7 +207,7 @@ iop_out:
     pop ebx
     ret
 iop_oom:
-    mov eax, [edx + KOFF + 4]           ; the first bitmap page, if it was allocated
+    mov eax, [edx + IO_PT_K + 4] ; the first bitmap page, if it was allocated
     test eax, eax
     jz iop_oom_pt
     and eax, PAGE_MASK
@@ -224,7 +224,7 @@ io_bit:
     push ecx
     mov edx, ecx
     shr edx, 15                         ; which page
-    mov eax, [eax + edx*4 + 4]
+    mov eax, [eax + edx*4 + IO_PT_OFF + 4]
     and eax, PAGE_MASK
     mov edx, ecx
     shr edx, 3
@@ -440,7 +440,7 @@ io_allow_all:
     mov edx, eax
     mov ecx, 1
 iaa_page:
-    mov eax, [edx + ecx*4]
+    mov eax, [edx + ecx*4 + IO_PT_OFF]
     and eax, PAGE_MASK
     lea edi, [eax + KOFF]
     push ecx
@@ -509,10 +509,10 @@ sd_next:
     je sd_free
     call io_space_gone                  ; its ports and all given on from them go
     push eax
-    mov eax, [edx + KOFF + 4]
+    mov eax, [edx + IO_PT_K + 4]
     and eax, PAGE_MASK
     call pool_free
-    mov eax, [edx + KOFF + 8]
+    mov eax, [edx + IO_PT_K + 8]
     and eax, PAGE_MASK
     call pool_free
     mov eax, edx

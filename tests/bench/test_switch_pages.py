@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CPU_PAGE = 0xFF800000                   # IO_PAGE_VIRT (kernel/layout.inc)
+CPU_PAGE = 0xFF83D000                   # IO_PAGE_VIRT (kernel/layout.inc)
 
 
 def _tool():
