@@ -11,7 +11,8 @@ also counts the time the process was not running); the figure to compare is the 
 floor measured on the same machine in the same round.  OTHER is e.g. an older tree exported
 with `git archive` (the image's kernel and servers are built from the files next to it).
 With `--slow-stores`, every image is measured a second time in each round with the fast
-guest stores of emu/native/blockhook.c turned off (`Cpu.fast_stores`), on the same machine.
+guest stores of emu/native/blockhook.c turned off (`Cpu.fast_stores`), on the same machine;
+with `--no-keep`, with the TLB entries kept across CR3 writes turned off (`Cpu.keep_tlb`).
 """
 from __future__ import annotations
 
@@ -75,17 +76,23 @@ def main(argv=None) -> int:
     ap.add_argument("--floor-iterations", type=int, default=100_000)
     ap.add_argument("--slow-stores", action="store_true",
                     help="also measure each image with the fast guest stores off")
+    ap.add_argument("--no-keep", action="store_true",
+                    help="also measure each image without the TLB entries kept across CR3 "
+                         "writes")
     a = ap.parse_args(argv)
     opened = [BenchSession(p.resolve()) for p in a.images]
-    variants = [(s, p, True) for s, p in zip(opened, a.images)]
+    variants = [(s, p, "") for s, p in zip(opened, a.images)]
     if a.slow_stores:
-        variants += [(s, p, False) for s, p in zip(opened, a.images)]
+        variants += [(s, p, "fast guest stores off") for s, p in zip(opened, a.images)]
+    if a.no_keep:
+        variants += [(s, p, "TLB entries not kept") for s, p in zip(opened, a.images)]
     sessions = [v[0] for v in variants]
     rows = {(i, k): [] for i in range(len(sessions)) for k in ("floor", "gate", "int")}
     insns = {}
     for rnd in range(a.rounds):
         for i, s in enumerate(sessions):
-            s.machine.cpu.fast_stores = variants[i][2]
+            s.machine.cpu.fast_stores = variants[i][2] != "fast guest stores off"
+            s.machine.cpu.keep_tlb = variants[i][2] != "TLB entries not kept"
             fw, fc = floor_ns(s, a.floor_iterations)
             rows[(i, "floor")].append((fw, fc, fw, fc))
             for e in ("gate", "int"):
@@ -93,12 +100,13 @@ def main(argv=None) -> int:
                 insns[(i, e)] = n / (2 * a.iters)
                 rows[(i, e)].append((w, c, w / fw, c / fc))
             s.machine.cpu.fast_stores = True
+            s.machine.cpu.keep_tlb = True
         print(f"round {rnd + 1}/{a.rounds}", file=sys.stderr, flush=True)
     print(f"lat_ctx N=2 size 0, {a.iters * 2} switches per run, median (min) of {a.rounds} "
           "rounds; x floor = ratio to the floor of the same machine and round")
-    for i, (_s, p, fast) in enumerate(variants):
+    for i, (_s, p, what) in enumerate(variants):
         f = rows[(i, "floor")]
-        print(f"\n{p}" + ("" if fast else "  (fast guest stores off)"))
+        print(f"\n{p}" + (f"  ({what})" if what else ""))
         print(f"    floor      wall {statistics.median(r[0] for r in f):7.0f} ns "
               f"({min(r[0] for r in f):.0f})   cpu {statistics.median(r[1] for r in f):7.0f} ns "
               f"({min(r[1] for r in f):.0f})")

@@ -121,6 +121,8 @@ class BlockState(ctypes.Structure):
         ("fastw", ctypes.c_uint32), ("fastw_flush", ctypes.c_uint32),
         ("fastw_clears", ctypes.c_uint64), ("fastw_cr3", ctypes.c_uint64),
         ("fastw_done", ctypes.c_uint64 * 4), ("fastw_esp0", ctypes.c_void_p),
+        ("keep", ctypes.c_void_p), ("keep_code", ctypes.c_uint64 * 3), ("kept", ctypes.c_uint64),
+        ("keep_off", ctypes.c_uint32), ("keep_pad", ctypes.c_uint32),
     ]
 
 
@@ -762,6 +764,18 @@ class Cpu:
             self.bh.fastw = int(on)
             if not on:
                 self.flush_tlb()    # entries let through before get the flag back
+
+    @property
+    def keep_tlb(self) -> bool:
+        """Whether TLB entries are kept per address space across CR3 writes and put back,
+        revalidated, when CR3 returns (blockhook.c, keep_*; only while fast_stores is on)."""
+        return not self.bh.keep_off
+
+    @keep_tlb.setter
+    def keep_tlb(self, on: bool) -> None:
+        if on != self.keep_tlb:
+            self.bh.keep_off = int(not on)
+            self.flush_tlb()        # and forget what was kept
 
     def flush_tlb(self) -> None:
         with self._guard_spurious():

@@ -64,6 +64,25 @@ struct tlb_desc {
     struct { uint64_t addr; uint32_t attrs, pad; } viotlb[8];
     void *iotlb;
 };
+/* Entries kept across CR3 writes, per address space (keep_*). */
+#define KEEP_SPACES 16
+#define KEEP_SLOTS 8
+struct keep_entry {
+    uint64_t va;              /* page | MMU index; 0: empty */
+    struct tlb_entry e;
+    uint64_t io_addr;         /* its CPUIOTLBEntry */
+    uint64_t io_attrs;
+};
+struct keep_space {
+    uint64_t cr3, cr0, cr4, used;   /* used: the clock of its last epoch (0: free) */
+    uint32_t next, pad;
+    struct keep_entry slot[KEEP_SLOTS];
+};
+struct tlb_keep {
+    uint64_t clock;
+    struct keep_space *cur;         /* the space of this epoch */
+    struct keep_space space[KEEP_SPACES];
+};
 #define TLB_NOTDIRTY 0x400u
 #define HF_SMAP 0x800000u
 #define EFLAGS_AC 0x40000u
@@ -132,7 +151,7 @@ struct bh_state {
     /* Fast guest stores (fast_writes): Unicorn's TLB for the three MMU indexes (env->neg.tlb.f,
      * just below env), the guest registers and segment caches, on/off, and statistics. */
     struct tlb_fast *tlb;
-    const struct tlb_desc *tlbd;   /* env->neg.tlb.d, the three MMU indexes */
+    struct tlb_desc *tlbd;         /* env->neg.tlb.d, the three MMU indexes */
     const uint64_t *regs;
     const struct seg_cache *segs;
     uint32_t fastw;        /* 1: on; 0 while memory hooks (watchpoints) need the slow path */
@@ -141,6 +160,11 @@ struct bh_state {
     uint64_t fastw_cr3;    /* CR3 when the pages below were settled (NO_VA: flushed since) */
     uint64_t fastw_done[4];  /* settled pages | MMU index: per index, and the TSS's */
     const uint8_t *fastw_esp0;  /* TSS.ESP0 in RAM, for this CR3 (NULL: not looked up) */
+    struct tlb_keep *keep;      /* TLB entries kept per address space (keep_*), or NULL */
+    uint64_t keep_code[3];      /* per MMU index: the code page kept in this epoch | 1 */
+    uint64_t kept;              /* statistics: entries put back after a CR3 write */
+    uint32_t keep_off;          /* 1: keep nothing (Cpu.keep_tlb = False) */
+    uint32_t keep_pad;
 };
 
 #define EFLAGS_IF 0x200
@@ -244,6 +268,160 @@ static inline int entry_valid(const struct bh_state *s, const struct bh_entry *e
  * on every entry, aliases included.  Memory hooks (watchpoints) need the slow path: the
  * host turns this off while they exist, and under PAE paging, whose code frames are not
  * tracked. */
+/* ---- TLB entries kept across CR3 writes --------------------------------------------------
+ * Unicorn 2.1.4 empties its whole TLB at every CR3 write (QEMU keeps neither global pages
+ * nor address-space tags), and refilling an entry costs about 2,000 host instructions (a
+ * page walk through the memory API, the memory-region search, the entry).  Here a few
+ * entries of each address space - the pages the stack, the TSS and the code of its blocks
+ * live in - are copied aside while it runs, and when CR3 returns to that space they are put
+ * back before the first block runs, each only after a walk of the page tables now in force
+ * shows that a refill would build exactly the same entry: the same frame, the same access
+ * rights, the accessed bits (and for a writable entry the dirty bit) already set, so that
+ * the refill would write nothing either; CR0 and CR4 as when the entry was made; a 4 KiB
+ * page, in RAM, in an empty slot.  What is put back is what the CPU would have loaded on its
+ * first access (Intel SDM vol. 3 4.10.2.3: the processor may cache translations at any
+ * time), so the guest sees no difference; a mapping changed or unmapped meanwhile fails the
+ * walk and is simply refilled as before.  The host drops all kept entries whenever it
+ * flushes the TLB itself (memory map, A20, snapshots). */
+static struct keep_space *keep_space_of(struct tlb_keep *k, uint64_t cr3, uint64_t cr0,
+                                        uint64_t cr4)
+{
+    struct keep_space *oldest = &k->space[0];
+    k->clock++;
+    for (int i = 0; i < KEEP_SPACES; i++) {
+        struct keep_space *sp = &k->space[i];
+        if (sp->used && sp->cr3 == cr3) {
+            sp->used = k->clock;
+            return sp;
+        }
+        if (sp->used < oldest->used)
+            oldest = sp;
+    }
+    memset(oldest, 0, sizeof(*oldest));
+    oldest->cr3 = cr3;
+    oldest->cr0 = cr0;
+    oldest->cr4 = cr4;
+    oldest->used = k->clock;
+    return oldest;
+}
+
+/* Copy aside the entry `e` (slot `index` of MMU index `idx`) for `page` in this epoch's
+ * space, when it may be put back later: RAM, no flag but the not-dirty mark, not part of a
+ * large page. */
+static void keep_entry(struct bh_state *s, unsigned idx, uint64_t page, uint64_t index,
+                       const struct tlb_entry *e)
+{
+    struct keep_space *sp = s->keep && !s->keep_off ? s->keep->cur : NULL;
+    if (!sp)
+        return;
+    const struct tlb_desc *d = &s->tlbd[idx];
+    if (d->large_page_addr != ~(uint64_t)0 && (page & d->large_page_mask) == d->large_page_addr)
+        return;
+    uint64_t none = ~(uint64_t)0;
+    if ((e->addr_read != none && e->addr_read != page) ||
+        (e->addr_code != none && e->addr_code != page) ||
+        (e->addr_write != none && (e->addr_write & ~(uint64_t)TLB_NOTDIRTY) != page))
+        return;
+    uint64_t off = (uint64_t)((uintptr_t)(e->addend + page) - (uintptr_t)s->ram);
+    if (off >= s->ram_size || (off & 0xFFF) || (e->paddr & 0xFFF))
+        return;
+    uint64_t key = page | idx | 4;
+    struct keep_entry *k = NULL;
+    for (int i = 0; i < KEEP_SLOTS; i++)
+        if (sp->slot[i].va == key) {
+            k = &sp->slot[i];
+            break;
+        }
+    if (!k) {
+        k = &sp->slot[sp->next];
+        sp->next = (sp->next + 1) % KEEP_SLOTS;
+    }
+    const uint64_t *io = (const uint64_t *)d->iotlb + 2 * index;
+    k->va = key;
+    k->e = *e;
+    k->io_addr = io[0];
+    k->io_attrs = io[1];
+}
+
+/* Would a refill of `page` for MMU index `idx` under the page tables now in force build the
+ * entry `e`, and write no accessed or dirty bit?  (target/i386/excp_helper.c, 32-bit
+ * paging.) */
+static int keep_still_valid(const struct bh_state *s, unsigned idx, uint64_t page,
+                            const struct tlb_entry *e)
+{
+    const uint64_t *cr = s->cr3 - 3;
+    uint32_t pde = pt_entry(s->ram, s->ram_size,
+                            ((cr[3] & 0xFFFFF000u) | ((page >> 20) & 0xFFC)) & s->a20_mask);
+    if (!pde || !(pde & 0x20) || ((pde & 0x80) && (cr[4] & CR4_PSE)))
+        return 0;
+    uint32_t pte = pt_entry(s->ram, s->ram_size,
+                            ((pde & 0xFFFFF000u) | ((page >> 10) & 0xFFC)) & s->a20_mask);
+    if (!pte || !(pte & 0x20))
+        return 0;
+    uint32_t ptep = pde & pte;                    /* RW and US of both levels */
+    int user = idx == 1;
+    if (user && !(ptep & 4))
+        return 0;
+    int rd = idx != 0 || !(ptep & 4);
+    int wr = (pte & 0x40) && ((ptep & 2) || (!user && !(cr[0] & 0x10000u)));
+    int ex = user || !((cr[4] & 0x100000u) && (ptep & 4));
+    uint64_t none = ~(uint64_t)0;
+    if ((e->addr_read != none) != rd || (e->addr_write != none) != wr ||
+        (e->addr_code != none) != ex)
+        return 0;
+    uint64_t pa = (pte & 0xFFFFF000u) & s->a20_mask;
+    return e->paddr == pa && (uintptr_t)(e->addend + page) == (uintptr_t)(s->ram + pa);
+}
+
+/* A new epoch: CR3 now holds `cr3`.  Put back what was kept for that space. */
+static void keep_restore(struct bh_state *s, uint64_t cr3)
+{
+    const uint64_t *cr = s->cr3 - 3;
+    struct keep_space *sp = keep_space_of(s->keep, cr3, cr[0], cr[4]);
+    s->keep->cur = sp;
+    s->keep_code[0] = s->keep_code[1] = s->keep_code[2] = NO_VA;
+    if (sp->cr0 != cr[0] || sp->cr4 != cr[4] || !(cr[0] & CR0_PG)) {
+        memset(sp->slot, 0, sizeof(sp->slot));
+        sp->cr0 = cr[0];
+        sp->cr4 = cr[4];
+        return;
+    }
+    for (int i = 0; i < KEEP_SLOTS; i++) {
+        struct keep_entry *k = &sp->slot[i];
+        if (!k->va)
+            continue;
+        unsigned idx = (unsigned)(k->va & 3);
+        uint64_t page = k->va & ~(uint64_t)0xFFF;
+        struct tlb_fast *f = &s->tlb[idx];
+        uint64_t index = (page >> 12) & (f->mask >> 6);
+        struct tlb_entry *te = &f->table[index];
+        uint64_t none = ~(uint64_t)0;
+        if (te->addr_read != none || te->addr_write != none || te->addr_code != none)
+            continue;                              /* taken since the write: leave it */
+        if (!keep_still_valid(s, idx, page, &k->e)) {
+            k->va = 0;
+            continue;
+        }
+        struct tlb_entry n = k->e;
+        if (n.addr_write != none) {                /* as a refill makes it: not dirty, ... */
+            n.addr_write = page | TLB_NOTDIRTY;
+            uint64_t off = (uint64_t)((uintptr_t)(n.addend + page) - (uintptr_t)s->ram);
+            uint8_t *w = &s->wstate[off >> 12];
+            if (!(*w & WS_CODE)) {                 /* ... and let through as fast_writes does */
+                *w |= WS_FASTW;
+                n.addr_write = page;
+            }
+        }
+        *te = n;
+        uint64_t *io = (uint64_t *)s->tlbd[idx].iotlb + 2 * index;
+        io[0] = k->io_addr;
+        io[1] = k->io_attrs;
+        s->tlbd[idx].n_used_entries++;
+        *(volatile uint16_t *)((uint8_t *)s->tlbd - 32) |= (uint16_t)(1u << idx);  /* c.dirty */
+        s->kept++;
+    }
+}
+
 static const uint32_t no_esp0 = 0;     /* TSS.ESP0 when the TSS is not in RAM */
 
 /* Clear the flag of `page`'s entry in MMU index `idx` if it may be.  Returns 1 when the
@@ -252,19 +430,25 @@ static const uint32_t no_esp0 = 0;     /* TSS.ESP0 when the TSS is not in RAM */
 static inline int fast_write_page(struct bh_state *s, unsigned idx, uint64_t page)
 {
     struct tlb_fast *f = &s->tlb[idx];
-    struct tlb_entry *e = &f->table[(page >> 12) & (f->mask >> 6)];
+    uint64_t index = (page >> 12) & (f->mask >> 6);
+    struct tlb_entry *e = &f->table[index];
     uint64_t aw = e->addr_write;
-    if (aw != (page | TLB_NOTDIRTY))
-        return (aw & ~(uint64_t)0xFFF) == page;
+    if (aw != (page | TLB_NOTDIRTY)) {
+        if ((aw & ~(uint64_t)0xFFF) != page)
+            return 0;
+        keep_entry(s, idx, page, index, e);
+        return 1;
+    }
     uint64_t off = (uint64_t)((uintptr_t)(e->addend + page) - (uintptr_t)s->ram);
     if (off >= s->ram_size || (off & 0xFFF))
         return 1;
     uint8_t *w = &s->wstate[off >> 12];
-    if (*w & WS_CODE)
-        return 1;
-    *w |= WS_FASTW;
-    e->addr_write = page;
-    s->fastw_clears++;
+    if (!(*w & WS_CODE)) {
+        *w |= WS_FASTW;
+        e->addr_write = page;
+        s->fastw_clears++;
+    }
+    keep_entry(s, idx, page, index, e);
     return 1;
 }
 
@@ -273,12 +457,17 @@ static inline int fast_write_page(struct bh_state *s, unsigned idx, uint64_t pag
  * switch), and in ring 3 the page below TSS.ESP0, which the next entry to the kernel pushes
  * its frame to.  A page settled since the last CR3 change is not tried again (a CR3 write
  * flushes the TLB; the host sets fastw_cr3 to NO_VA whenever it flushes). */
-static inline void fast_writes(struct bh_state *s, unsigned idx)
+static inline void fast_writes(struct bh_state *s, unsigned idx, uint64_t va)
 {
     uint64_t cr3 = *s->cr3;
     if (cr3 != s->fastw_cr3) {
         if (s->cr3[1] & CR4_PAE)
             return;
+        if (s->keep && !s->keep_off) {
+            if (s->fastw_cr3 == NO_VA)             /* the host flushed: nothing kept holds */
+                memset(s->keep, 0, sizeof(*s->keep));
+            keep_restore(s, cr3);
+        }
         s->fastw_cr3 = cr3;
         s->fastw_done[0] = s->fastw_done[1] = s->fastw_done[2] = s->fastw_done[3] = NO_VA;
         s->fastw_esp0 = NULL;
@@ -286,6 +475,14 @@ static inline void fast_writes(struct bh_state *s, unsigned idx)
     uint64_t sp = ((s->segs[2].base + (uint32_t)s->regs[4] - 4) & 0xFFFFF000u) | idx;
     if (sp != s->fastw_done[idx] && fast_write_page(s, idx, sp & ~(uint64_t)3))
         s->fastw_done[idx] = sp;
+    uint64_t cp = (va & ~(uint64_t)0xFFF) | idx;
+    if (s->keep && !s->keep_off && cp != s->keep_code[idx]) {      /* the code's page, once per epoch */
+        struct tlb_fast *f = &s->tlb[idx];
+        uint64_t index = (va >> 12) & (f->mask >> 6);
+        if (f->table[index].addr_code == (cp & ~(uint64_t)3))
+            keep_entry(s, idx, cp & ~(uint64_t)3, index, &f->table[index]);
+        s->keep_code[idx] = cp;
+    }
     if (idx != 1) {
         uint64_t tss = ((uint32_t)s->segs[7].base & 0xFFFFF000u) | idx;
         if (tss != s->fastw_done[3] && fast_write_page(s, idx, tss & ~(uint64_t)3))
@@ -415,7 +612,7 @@ count:
     s->last_size = size;
     s->last_icount = icount;
     if (s->fastw)
-        fast_writes(s, idx);
+        fast_writes(s, idx, va);
     uint64_t b = s->budget ? s->budget - 1 + icount : 0;
     s->fast_bound = s->irq_waiting ? 0 : (b < s->limit ? b : s->limit);
 }
@@ -578,6 +775,9 @@ int l4emu_wp_attach(struct bh_state *s, uint8_t *ram, uint64_t size)
     s->wstate = calloc(frames, 1);
     if (!s->gen || !s->wstate)
         return -1;
+    s->keep = calloc(1, sizeof(*s->keep));
+    if (!s->keep)
+        return -1;
     s->ram = ram;
     s->ram_size = size;
     s->a20_mask = ~(uint64_t)0;
@@ -667,8 +867,10 @@ void l4emu_block_free(struct bh_state *s)
     }
     free(s->gen);
     free(s->wstate);
+    free(s->keep);
     s->gen = NULL;
     s->wstate = NULL;
+    s->keep = NULL;
     s->ram = NULL;
     free(s->table);
     s->table = NULL;
