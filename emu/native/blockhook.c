@@ -65,7 +65,7 @@ struct tlb_desc {
     void *iotlb;
 };
 /* Entries kept across CR3 writes, per address space (keep_*). */
-#define KEEP_SPACES 16
+#define KEEP_SPACES 64              /* two-way by CR3: a ring of 64 tasks keeps its entries */
 #define KEEP_SLOTS 8
 struct keep_entry {
     uint64_t va;              /* page | MMU index; 0: empty */
@@ -286,23 +286,24 @@ static inline int entry_valid(const struct bh_state *s, const struct bh_entry *e
 static struct keep_space *keep_space_of(struct tlb_keep *k, uint64_t cr3, uint64_t cr0,
                                         uint64_t cr4)
 {
-    struct keep_space *oldest = &k->space[0];
+    uint32_t h = (uint32_t)(((cr3 >> 12) * 0x9E3779B1u) >> 16) & (KEEP_SPACES - 2);
+    struct keep_space *a = &k->space[h], *b = &k->space[h + 1];
     k->clock++;
-    for (int i = 0; i < KEEP_SPACES; i++) {
-        struct keep_space *sp = &k->space[i];
-        if (sp->used && sp->cr3 == cr3) {
-            sp->used = k->clock;
-            return sp;
-        }
-        if (sp->used < oldest->used)
-            oldest = sp;
+    if (a->used && a->cr3 == cr3) {
+        a->used = k->clock;
+        return a;
     }
-    memset(oldest, 0, sizeof(*oldest));
-    oldest->cr3 = cr3;
-    oldest->cr0 = cr0;
-    oldest->cr4 = cr4;
-    oldest->used = k->clock;
-    return oldest;
+    if (b->used && b->cr3 == cr3) {
+        b->used = k->clock;
+        return b;
+    }
+    struct keep_space *sp = a->used <= b->used ? a : b;
+    memset(sp, 0, sizeof(*sp));
+    sp->cr3 = cr3;
+    sp->cr0 = cr0;
+    sp->cr4 = cr4;
+    sp->used = k->clock;
+    return sp;
 }
 
 /* Copy aside the entry `e` (slot `index` of MMU index `idx`) for `page` in this epoch's
