@@ -364,7 +364,7 @@ static int keep_still_valid(const struct bh_state *s, unsigned idx, uint64_t pag
     if (user && !(ptep & 4))
         return 0;
     int rd = idx != 0 || !(ptep & 4);
-    int wr = (pte & 0x40) && ((ptep & 2) || (!user && !(cr[0] & 0x10000u)));
+    int wr = rd && (pte & 0x40) && ((ptep & 2) || (!user && !(cr[0] & 0x10000u)));
     int ex = user || !((cr[4] & 0x100000u) && (ptep & 4));
     uint64_t none = ~(uint64_t)0;
     if ((e->addr_read != none) != rd || (e->addr_write != none) != wr ||
