@@ -625,8 +625,7 @@ class Cpu:
                 self.uc.mem_unmap(start, length)
                 src = start if enabled else start - (1 << 20)
                 self.uc.mem_map_ptr(start, length, unicorn.UC_PROT_ALL, base + src)
-            self.uc.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
-        self.bh.fastw_cr3 = NO_VA
+        self.flush_tlb()
         self.code_written()
 
     # -- watchpoints ------------------------------------------------------------------------

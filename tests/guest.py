@@ -156,6 +156,15 @@ class Guest:
                     m.ram.write32(pts[pdi] + pti * 4, (p & ~0xFFF) | fl)
 
 
+def load_flat(src: str, base: int = KCODE_ADDR) -> Machine:
+    """A 16 MiB machine with `src` assembled at `base` and about to run it in its entry state
+    (flat 32-bit protected mode, ring 0, no paging: Machine.set_entry_state)."""
+    m = Machine(ram_mib=16)
+    m.load(base, assemble(src, base).code)
+    m.set_entry_state(base)
+    return m
+
+
 def pic_init(master_mask: int = 0xFF, slave_mask: int = 0xFF) -> str:
     """The 8259A pair set up as Linux's init_8259A() does it: ICW1 edge + ICW4, vectors
     0x20/0x28, slave on IR2, 8086 mode, then the masks."""

@@ -254,20 +254,26 @@ static inline int entry_valid(const struct bh_state *s, const struct bh_entry *e
     return 1;
 }
 
-/* ---- fast guest stores --------------------------------------------------------------------
- * Unicorn 2.1.4 marks every TLB entry of a writable RAM page "not dirty" (TLB_NOTDIRTY), so
- * that a store to a page holding translated code invalidates that code.  The generated code
- * sends every store to such an entry down the slow store helper (a memory-region search,
- * the hooks, a search for code to invalidate), about 40 ns a store, and the helper only
- * clears the flag for pages that are not executable: on x86 without NX, none.  Here the flag
- * is cleared for the entry of the page a block is about to push to (the stack: calls,
- * interrupt frames, a thread's saved state), when its frame is guest RAM that has never held
- * counted code.  Every block Unicorn translates and runs is counted first (a miss stops the
- * run before the block), so such a frame holds no translation; when code does land in one,
- * l4emu_block_insert asks the host to flush the TLB (fastw_flush), which sets the flag again
- * on every entry, aliases included.  Memory hooks (watchpoints) need the slow path: the
- * host turns this off while they exist, and under PAE paging, whose code frames are not
- * tracked. */
+#define TLB_NONE (~(uint64_t)0)           /* an entry's address with no access of its kind */
+#define TLB_DIRTY_OFF 32                    /* env->neg.tlb.c.dirty, before tlb.d */
+
+/* The offset in guest RAM of `va` through TLB entry `e` (huge when it is not RAM). */
+static inline uint64_t host_off(const struct bh_state *s, const struct tlb_entry *e, uint64_t va)
+{
+    return (uint64_t)((uintptr_t)(e->addend + va) - (uintptr_t)s->ram);
+}
+
+/* May stores to the RAM frame at `off` skip Unicorn's not-dirty check?  Only if it never held
+ * counted code; the frame is then marked as let through (see fast_write_page). */
+static inline int let_through(struct bh_state *s, uint64_t off)
+{
+    uint8_t *w = &s->wstate[off >> 12];
+    if (*w & WS_CODE)
+        return 0;
+    *w |= WS_FASTW;
+    return 1;
+}
+
 /* ---- TLB entries kept across CR3 writes --------------------------------------------------
  * Unicorn 2.1.4 empties its whole TLB at every CR3 write (QEMU keeps neither global pages
  * nor address-space tags), and refilling an entry costs about 2,000 host instructions (a
@@ -318,12 +324,11 @@ static void keep_entry(struct bh_state *s, unsigned idx, uint64_t page, uint64_t
     const struct tlb_desc *d = &s->tlbd[idx];
     if (d->large_page_addr != ~(uint64_t)0 && (page & d->large_page_mask) == d->large_page_addr)
         return;
-    uint64_t none = ~(uint64_t)0;
-    if ((e->addr_read != none && e->addr_read != page) ||
-        (e->addr_code != none && e->addr_code != page) ||
-        (e->addr_write != none && (e->addr_write & ~(uint64_t)TLB_NOTDIRTY) != page))
+    if ((e->addr_read != TLB_NONE && e->addr_read != page) ||
+        (e->addr_code != TLB_NONE && e->addr_code != page) ||
+        (e->addr_write != TLB_NONE && (e->addr_write & ~(uint64_t)TLB_NOTDIRTY) != page))
         return;
-    uint64_t off = (uint64_t)((uintptr_t)(e->addend + page) - (uintptr_t)s->ram);
+    uint64_t off = host_off(s, e, page);
     if (off >= s->ram_size || (off & 0xFFF) || (e->paddr & 0xFFF))
         return;
     uint64_t key = page | idx | 4;
@@ -366,12 +371,11 @@ static int keep_still_valid(const struct bh_state *s, unsigned idx, uint64_t pag
     int rd = idx != 0 || !(ptep & 4);
     int wr = rd && (pte & 0x40) && ((ptep & 2) || (!user && !(cr[0] & 0x10000u)));
     int ex = user || !((cr[4] & 0x100000u) && (ptep & 4));
-    uint64_t none = ~(uint64_t)0;
-    if ((e->addr_read != none) != rd || (e->addr_write != none) != wr ||
-        (e->addr_code != none) != ex)
+    if ((e->addr_read != TLB_NONE) != rd || (e->addr_write != TLB_NONE) != wr ||
+        (e->addr_code != TLB_NONE) != ex)
         return 0;
     uint64_t pa = (pte & 0xFFFFF000u) & s->a20_mask;
-    return e->paddr == pa && (uintptr_t)(e->addend + page) == (uintptr_t)(s->ram + pa);
+    return e->paddr == pa && host_off(s, e, page) == pa;
 }
 
 /* A new epoch: CR3 now holds `cr3`.  Put back what was kept for that space. */
@@ -396,33 +400,39 @@ static void keep_restore(struct bh_state *s, uint64_t cr3)
         struct tlb_fast *f = &s->tlb[idx];
         uint64_t index = (page >> 12) & (f->mask >> 6);
         struct tlb_entry *te = &f->table[index];
-        uint64_t none = ~(uint64_t)0;
-        if (te->addr_read != none || te->addr_write != none || te->addr_code != none)
+        if (te->addr_read != TLB_NONE || te->addr_write != TLB_NONE || te->addr_code != TLB_NONE)
             continue;                              /* taken since the write: leave it */
         if (!keep_still_valid(s, idx, page, &k->e)) {
             k->va = 0;
             continue;
         }
-        struct tlb_entry n = k->e;
-        if (n.addr_write != none) {                /* as a refill makes it: not dirty, ... */
-            n.addr_write = page | TLB_NOTDIRTY;
-            uint64_t off = (uint64_t)((uintptr_t)(n.addend + page) - (uintptr_t)s->ram);
-            uint8_t *w = &s->wstate[off >> 12];
-            if (!(*w & WS_CODE)) {                 /* ... and let through as fast_writes does */
-                *w |= WS_FASTW;
-                n.addr_write = page;
-            }
-        }
+        struct tlb_entry n = k->e;                 /* as a refill makes it: not dirty, then */
+        if (n.addr_write != TLB_NONE)              /* let through as fast_writes would */
+            n.addr_write = let_through(s, host_off(s, &n, page)) ? page : page | TLB_NOTDIRTY;
         *te = n;
         uint64_t *io = (uint64_t *)s->tlbd[idx].iotlb + 2 * index;
         io[0] = k->io_addr;
         io[1] = k->io_attrs;
         s->tlbd[idx].n_used_entries++;
-        *(volatile uint16_t *)((uint8_t *)s->tlbd - 32) |= (uint16_t)(1u << idx);  /* c.dirty */
+        *(uint16_t *)((uint8_t *)s->tlbd - TLB_DIRTY_OFF) |= (uint16_t)(1u << idx);
         s->kept++;
     }
 }
 
+/* ---- fast guest stores --------------------------------------------------------------------
+ * Unicorn 2.1.4 marks every TLB entry of a writable RAM page "not dirty" (TLB_NOTDIRTY), so
+ * that a store to a page holding translated code invalidates that code.  The generated code
+ * sends every store to such an entry down the slow store helper (a memory-region search,
+ * the hooks, a search for code to invalidate), about 40 ns a store, and the helper only
+ * clears the flag for pages that are not executable: on x86 without NX, none.  Here the flag
+ * is cleared for the entry of the page a block is about to push to (the stack: calls,
+ * interrupt frames, a thread's saved state), when its frame is guest RAM that has never held
+ * counted code.  Every block Unicorn translates and runs is counted first (a miss stops the
+ * run before the block), so such a frame holds no translation; when code does land in one,
+ * l4emu_block_insert asks the host to flush the TLB (fastw_flush), which sets the flag again
+ * on every entry, aliases included.  Memory hooks (watchpoints) need the slow path: the
+ * host turns this off while they exist, and under PAE paging, whose code frames are not
+ * tracked. */
 static const uint32_t no_esp0 = 0;     /* TSS.ESP0 when the TSS is not in RAM */
 
 /* Clear the flag of `page`'s entry in MMU index `idx` if it may be.  Returns 1 when the
@@ -440,12 +450,10 @@ static inline int fast_write_page(struct bh_state *s, unsigned idx, uint64_t pag
         keep_entry(s, idx, page, index, e);
         return 1;
     }
-    uint64_t off = (uint64_t)((uintptr_t)(e->addend + page) - (uintptr_t)s->ram);
+    uint64_t off = host_off(s, e, page);
     if (off >= s->ram_size || (off & 0xFFF))
         return 1;
-    uint8_t *w = &s->wstate[off >> 12];
-    if (!(*w & WS_CODE)) {
-        *w |= WS_FASTW;
+    if (let_through(s, off)) {
         e->addr_write = page;
         s->fastw_clears++;
     }
@@ -477,7 +485,7 @@ static inline void fast_writes(struct bh_state *s, unsigned idx, uint64_t va)
     if (sp != s->fastw_done[idx] && fast_write_page(s, idx, sp & ~(uint64_t)3))
         s->fastw_done[idx] = sp;
     uint64_t cp = (va & ~(uint64_t)0xFFF) | idx;
-    if (s->keep && !s->keep_off && cp != s->keep_code[idx]) {      /* the code's page, once per epoch */
+    if (s->keep && !s->keep_off && cp != s->keep_code[idx]) {   /* its code's page, once an epoch */
         struct tlb_fast *f = &s->tlb[idx];
         uint64_t index = (va >> 12) & (f->mask >> 6);
         if (f->table[index].addr_code == (cp & ~(uint64_t)3))
@@ -532,7 +540,7 @@ static inline uint64_t code_phys(const struct bh_state *s, uint64_t va, unsigned
                 }
         }
         if (e) {
-            uint64_t off = (uint64_t)((uintptr_t)(e->addend + va) - (uintptr_t)s->ram);
+            uint64_t off = host_off(s, e, va);
             if (off < s->ram_size)
                 return off;
         }

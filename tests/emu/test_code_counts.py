@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from emu.asm import assemble
 from emu.machine import Machine, Stop
-from tests.guest import PD, Guest
+from tests.guest import PD, Guest, load_flat
 
 BASE = 0x100000
 
 
 def run_flat(src: str) -> tuple[Machine, int]:
-    m = Machine(ram_mib=16)
-    m.load(BASE, assemble(src, BASE).code)
-    m.set_entry_state(BASE)
+    m = load_flat(src)
     r = m.run(max_insns=1_000_000)
     assert r.reason is Stop.EXIT, r
     return m, r.insns
@@ -26,9 +24,7 @@ def run_flat(src: str) -> tuple[Machine, int]:
 
 def run_flat_stopped(src: str, insns: int) -> tuple[Machine, int]:
     """Load `src` at BASE and run its first `insns` instructions."""
-    m = Machine(ram_mib=16)
-    m.load(BASE, assemble(src, BASE).code)
-    m.set_entry_state(BASE)
+    m = load_flat(src)
     r = m.run(max_insns=insns)
     assert r.reason is Stop.MAX_INSNS, r
     return m, r.insns

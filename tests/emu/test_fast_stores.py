@@ -13,10 +13,9 @@ import ctypes
 
 from unicorn import x86_const as X
 
-from emu.asm import assemble
 from emu.cpu import OFF_TLB_FAST
 from emu.machine import Machine, Stop
-from tests.guest import PD, Guest
+from tests.guest import PD, Guest, load_flat
 
 TLB_NOTDIRTY = 0x400
 KERNEL_INDEX = 2            # Unicorn's MMU index for ring 0 without SMAP
@@ -48,9 +47,7 @@ l:
 
 
 def run_push_loop(fast: bool) -> tuple[Machine, int]:
-    m = Machine(ram_mib=16)
-    m.load(0x100000, assemble(PUSH_LOOP, 0x100000).code)
-    m.set_entry_state(0x100000)
+    m = load_flat(PUSH_LOOP)
     m.cpu.fast_stores = fast
     r = m.run(max_insns=10_000)
     assert r.reason is Stop.EXIT, r
@@ -74,8 +71,7 @@ def test_code_built_on_the_stack_runs_and_can_be_rebuilt():
     over the same bytes, and called again: the second call runs the new code (SDM vol. 3
     §11.6)."""
     # 90 90 90 c3 (nop nop nop ret), then 83 c0 01 c3 (add eax, 1; ret)
-    m = Machine(ram_mib=16)
-    m.load(0x100000, assemble("""
+    m = load_flat("""
       mov esp, 0x90000
       push 0x11111111
       jmp filled
@@ -91,8 +87,7 @@ def test_code_built_on_the_stack_runs_and_can_be_rebuilt():
       mov esi, eax
       mov al, 0
       out 0xf4, al
-    """, 0x100000).code)
-    m.set_entry_state(0x100000)
+    """)
     r = m.run(max_insns=10_000)
     assert r.reason is Stop.EXIT, r
     assert m.cpu.reg(X.UC_X86_REG_EBX) == 0 and m.cpu.reg(X.UC_X86_REG_ESI) == 1
@@ -140,9 +135,7 @@ def test_code_rewritten_through_another_mapping_of_its_frame():
 
 def test_watchpoint_on_a_fast_stack_page_sees_every_store():
     """A watchpoint added after the stack page went fast still stops at each store."""
-    m = Machine(ram_mib=16)
-    m.load(0x100000, assemble(PUSH_LOOP, 0x100000).code)
-    m.set_entry_state(0x100000)
+    m = load_flat(PUSH_LOOP)
     r = m.run(max_insns=2 + 6 * 5)               # five iterations
     assert r.reason is Stop.MAX_INSNS
     assert write_flags(m, 0x8FFFC) == 0
