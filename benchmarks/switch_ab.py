@@ -12,7 +12,8 @@ floor measured on the same machine in the same round.  OTHER is e.g. an older tr
 with `git archive` (the image's kernel and servers are built from the files next to it).
 With `--slow-stores`, every image is measured a second time in each round with the fast
 guest stores of emu/native/blockhook.c turned off (`Cpu.fast_stores`), on the same machine;
-with `--no-keep`, with the TLB entries kept across CR3 writes turned off (`Cpu.keep_tlb`).
+with `--no-keep`, with the TLB entries kept across CR3 writes turned off (`Cpu.keep_tlb`);
+with `--no-va-cache`, with block counts looked up in the count table only (`Cpu.va_cache`).
 """
 from __future__ import annotations
 
@@ -30,6 +31,14 @@ from unicorn import x86_const as X  # noqa: E402
 from emu.bench.floor import setup_floor  # noqa: E402
 from emu.bench.session import ENTRIES, MODES, BenchSession  # noqa: E402
 from emu.machine import Stop  # noqa: E402
+
+
+# The emulator's shortcuts that can be turned off for a measurement: option, Cpu property.
+SWITCHES = [
+    ("--slow-stores", "fast_stores", "the fast guest stores off"),
+    ("--no-keep", "keep_tlb", "the TLB entries not kept across CR3 writes"),
+    ("--no-va-cache", "va_cache", "block counts not cached by address"),
+]
 
 
 def _clocks():
@@ -74,39 +83,36 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--iters", type=int, default=10_000, help="ring trips per measurement")
     ap.add_argument("--floor-iterations", type=int, default=100_000)
-    ap.add_argument("--slow-stores", action="store_true",
-                    help="also measure each image with the fast guest stores off")
-    ap.add_argument("--no-keep", action="store_true",
-                    help="also measure each image without the TLB entries kept across CR3 "
-                         "writes")
+    for flag, _attr, what in SWITCHES:
+        ap.add_argument(flag, action="store_true", help=f"also measure each image with {what}")
     a = ap.parse_args(argv)
     opened = [BenchSession(p.resolve()) for p in a.images]
-    variants = [(s, p, "") for s, p in zip(opened, a.images)]
-    if a.slow_stores:
-        variants += [(s, p, "fast guest stores off") for s, p in zip(opened, a.images)]
-    if a.no_keep:
-        variants += [(s, p, "TLB entries not kept") for s, p in zip(opened, a.images)]
+    variants = [(s, p, None) for s, p in zip(opened, a.images)]
+    for flag, attr, what in SWITCHES:
+        if getattr(a, flag[2:].replace("-", "_")):
+            variants += [(s, p, (attr, what)) for s, p in zip(opened, a.images)]
     sessions = [v[0] for v in variants]
     rows = {(i, k): [] for i in range(len(sessions)) for k in ("floor", "gate", "int")}
     insns = {}
     for rnd in range(a.rounds):
         for i, s in enumerate(sessions):
-            s.machine.cpu.fast_stores = variants[i][2] != "fast guest stores off"
-            s.machine.cpu.keep_tlb = variants[i][2] != "TLB entries not kept"
+            off = variants[i][2]
+            if off:
+                setattr(s.machine.cpu, off[0], False)
             fw, fc = floor_ns(s, a.floor_iterations)
             rows[(i, "floor")].append((fw, fc, fw, fc))
             for e in ("gate", "int"):
                 w, c, n = lat_ctx_ns(s, e, a.iters)
                 insns[(i, e)] = n / (2 * a.iters)
                 rows[(i, e)].append((w, c, w / fw, c / fc))
-            s.machine.cpu.fast_stores = True
-            s.machine.cpu.keep_tlb = True
+            if off:
+                setattr(s.machine.cpu, off[0], True)
         print(f"round {rnd + 1}/{a.rounds}", file=sys.stderr, flush=True)
     print(f"lat_ctx N=2 size 0, {a.iters * 2} switches per run, median (min) of {a.rounds} "
           "rounds; x floor = ratio to the floor of the same machine and round")
     for i, (_s, p, what) in enumerate(variants):
         f = rows[(i, "floor")]
-        print(f"\n{p}" + (f"  ({what})" if what else ""))
+        print(f"\n{p}" + (f"  ({what[1]})" if what else ""))
         print(f"    floor      wall {statistics.median(r[0] for r in f):7.0f} ns "
               f"({min(r[0] for r in f):.0f})   cpu {statistics.median(r[1] for r in f):7.0f} ns "
               f"({min(r[1] for r in f):.0f})")

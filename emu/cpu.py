@@ -123,6 +123,10 @@ class BlockState(ctypes.Structure):
         ("fastw_done", ctypes.c_uint64 * 4), ("fastw_esp0", ctypes.c_void_p),
         ("keep", ctypes.c_void_p), ("keep_code", ctypes.c_uint64 * 3), ("kept", ctypes.c_uint64),
         ("keep_off", ctypes.c_uint32), ("keep_pad", ctypes.c_uint32),
+        ("vcache", ctypes.c_void_p), ("vc_epoch", ctypes.c_uint32), ("vc_off", ctypes.c_uint32),
+        ("vc_hits", ctypes.c_uint64), ("keep_mark", ctypes.c_uint64 * 3),
+        ("keep_vmark", ctypes.c_uint64 * 3), ("kept_aside", ctypes.c_uint64),
+        ("keep_scans", ctypes.c_uint64),
     ]
 
 
@@ -527,6 +531,7 @@ class Cpu:
                         ctypes.c_uint64(1), ctypes.c_uint64(0))
         if err:
             raise EngineError(f"cannot add the block hook: {_lib.uc_strerror(err).decode()}")
+        self._block_hook = hh.value
 
     def _add_hook(self, kind: int, cb, *extra, begin: int = 1, end: int = 0) -> int:
         hh = ctypes.c_size_t()
@@ -775,6 +780,16 @@ class Cpu:
         if on != self.keep_tlb:
             self.bh.keep_off = int(not on)
             self.flush_tlb()        # and forget what was kept
+
+    @property
+    def va_cache(self) -> bool:
+        """Whether block counts are cached by virtual address in front of the count table
+        (blockhook.c, va_slot): an A/B switch for benchmarks, on by default."""
+        return not self.bh.vc_off
+
+    @va_cache.setter
+    def va_cache(self, on: bool) -> None:
+        self.bh.vc_off = int(not on)
 
     def flush_tlb(self) -> None:
         with self._guard_spurious():

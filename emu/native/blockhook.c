@@ -42,8 +42,19 @@ struct bh_entry {
     uint32_t f1;     /* frame of its last byte (pa >> 12 unless it spans two pages) */
     uint32_t gen0;   /* generations of its frames when learned */
     uint32_t gen1;
-    uint32_t pad;
+    uint32_t flags;  /* BLOCK_* */
 };
+#define BLOCK_WRITES_CR3 1   /* it ends with `mov cr3, r32` (which always ends a block) */
+
+/* The by-address cache in front of the table (block_slow): the last count found for a block
+ * address, with the physical address it was found under and the epoch it was valid in. */
+struct va_entry {
+    uint32_t va, pa, epoch;
+    uint16_t size;
+    uint16_t icount;          /* with VA_WRITES_CR3 for BLOCK_WRITES_CR3 */
+};
+#define VA_WRITES_CR3 0x8000u
+#define VA_CACHE_BITS 10
 
 /* Unicorn 2.1.4's software TLB (qemu/include/exec/cpu-defs.h, x86_64 target): one
  * CPUTLBDescFast per MMU index, entries of 64 bytes. */
@@ -67,15 +78,18 @@ struct tlb_desc {
 /* Entries kept across CR3 writes, per address space (keep_*). */
 #define KEEP_SPACES 64              /* two-way by CR3: a ring of 64 tasks keeps its entries */
 #define KEEP_SLOTS 8
+#define KEEP_STALE 128              /* epochs of its space a kept entry lives unconfirmed */
 struct keep_entry {
     uint64_t va;              /* page | MMU index; 0: empty */
     struct tlb_entry e;
     uint64_t io_addr;         /* its CPUIOTLBEntry */
     uint64_t io_attrs;
+    uint32_t seen, pad;       /* the space's epoch in which it was last met in use */
 };
 struct keep_space {
     uint64_t cr3, cr0, cr4, used;   /* used: the clock of its last epoch (0: free) */
-    uint32_t next, pad;
+    uint32_t epochs, pad;           /* its epochs so far */
+    uint32_t scan_at, scan_gap;     /* keep_epoch_pages: not before epoch scan_at */
     struct keep_entry slot[KEEP_SLOTS];
 };
 struct tlb_keep {
@@ -165,6 +179,14 @@ struct bh_state {
     uint64_t kept;              /* statistics: entries put back after a CR3 write */
     uint32_t keep_off;          /* 1: keep nothing (Cpu.keep_tlb = False) */
     uint32_t keep_pad;
+    struct va_entry *vcache;    /* 2^VA_CACHE_BITS entries by block address, or NULL */
+    uint32_t vc_epoch;          /* entries of another epoch are empty (0: none is valid) */
+    uint32_t vc_off;            /* 1: cache nothing (Cpu.va_cache = False) */
+    uint64_t vc_hits;           /* statistics */
+    uint64_t keep_mark[3];      /* per MMU index: used entries and victim TLB's next slot */
+    uint64_t keep_vmark[3];     /* counter when last looked at (keep_epoch_pages) */
+    uint64_t kept_aside;        /* statistics: of `kept`, those put in the victim TLB */
+    uint64_t keep_scans;        /* statistics: keep_epoch_pages looking through the TLB */
 };
 
 #define EFLAGS_IF 0x200
@@ -243,6 +265,20 @@ static uint64_t bytes_hash(const struct bh_state *s, uint64_t pa, uint32_t f1, u
     return h;
 }
 
+/* Do the block's last bytes encode `mov cr3, r32` (0F 22 /r, mod 3, reg 3)?  An instruction
+ * that only ends in those bytes would make this say yes wrongly; that costs a look at the
+ * TLB (keep_epoch_pages), never a wrong count. */
+static int ends_with_cr3_write(const struct bh_state *s, uint64_t pa, uint32_t f1, uint32_t size)
+{
+    uint8_t b[3];
+    uint32_t first = 0x1000 - (uint32_t)(pa & 0xFFF);
+    if (size < 3)
+        return 0;
+    for (uint32_t i = size - 3; i < size; i++)
+        b[i - (size - 3)] = i < first ? s->ram[pa + i] : s->ram[((uint64_t)f1 << 12) + i - first];
+    return b[0] == 0x0F && b[1] == 0x22 && (b[2] & 0xF8) == 0xD8;
+}
+
 /* Is the entry's count still that of the bytes in RAM? */
 static inline int entry_valid(const struct bh_state *s, const struct bh_entry *e)
 {
@@ -252,6 +288,27 @@ static inline int entry_valid(const struct bh_state *s, const struct bh_entry *e
     if (unlikely((s->wstate[f0] | s->wstate[e->f1]) & WS_VOLATILE))
         return bytes_hash(s, e->pa, e->f1, e->size) == e->hash;
     return 1;
+}
+
+/* A count, once found valid in the table, is cached by the block's virtual address, so that
+ * the next run of the block needs neither the table (a random line of a large array) nor the
+ * frames' generations: Unicorn's TLB entry for the block's page, which the code was just
+ * fetched through, must still give the same physical address, and nothing may have changed
+ * any count since (the epoch: every write fault, learned block and forgotten frame moves it
+ * on).  Blocks spanning two pages and blocks in volatile frames are never cached. */
+static inline struct va_entry *va_slot(const struct bh_state *s, uint64_t va)
+{
+    uint32_t v = (uint32_t)va;
+    return &s->vcache[((v >> 2) ^ (v >> 12)) & ((1u << VA_CACHE_BITS) - 1)];
+}
+
+static inline void va_invalidate(struct bh_state *s)
+{
+    if (++s->vc_epoch == 0) {             /* wrapped: entries of epoch 1 might look valid */
+        if (s->vcache)
+            memset(s->vcache, 0, sizeof(*s->vcache) << VA_CACHE_BITS);
+        s->vc_epoch = 1;
+    }
 }
 
 #define TLB_NONE (~(uint64_t)0)           /* an entry's address with no access of its kind */
@@ -272,6 +329,16 @@ static inline int let_through(struct bh_state *s, uint64_t off)
         return 0;
     *w |= WS_FASTW;
     return 1;
+}
+
+/* Does the victim TLB hold an entry for `page`? */
+static inline int victim_holds(const struct tlb_desc *d, uint64_t page)
+{
+    for (const struct tlb_entry *v = d->vtable; v < d->vtable + 8; v++)
+        if (v->addr_code == page || v->addr_read == page ||
+            (v->addr_write & ~(uint64_t)TLB_NOTDIRTY) == page)
+            return 1;
+    return 0;
 }
 
 /* ---- TLB entries kept across CR3 writes --------------------------------------------------
@@ -312,11 +379,17 @@ static struct keep_space *keep_space_of(struct tlb_keep *k, uint64_t cr3, uint64
     return sp;
 }
 
+/* The CPUIOTLBEntry {addr, attrs} of slot `index` of MMU index `idx`. */
+static inline const uint64_t *iotlb_of(const struct bh_state *s, unsigned idx, uint64_t index)
+{
+    return (const uint64_t *)s->tlbd[idx].iotlb + 2 * index;
+}
+
 /* Copy aside the entry `e` (slot `index` of MMU index `idx`) for `page` in this epoch's
  * space, when it may be put back later: RAM, no flag but the not-dirty mark, not part of a
  * large page. */
-static void keep_entry(struct bh_state *s, unsigned idx, uint64_t page, uint64_t index,
-                       const struct tlb_entry *e)
+static void keep_entry(struct bh_state *s, unsigned idx, uint64_t page, const struct tlb_entry *e,
+                       const uint64_t *io)
 {
     struct keep_space *sp = s->keep && !s->keep_off ? s->keep->cur : NULL;
     if (!sp)
@@ -332,21 +405,45 @@ static void keep_entry(struct bh_state *s, unsigned idx, uint64_t page, uint64_t
     if (off >= s->ram_size || (off & 0xFFF) || (e->paddr & 0xFFF))
         return;
     uint64_t key = page | idx | 4;
-    struct keep_entry *k = NULL;
-    for (int i = 0; i < KEEP_SLOTS; i++)
+    struct keep_entry *k = NULL, *empty = NULL;
+    for (int i = 0; i < KEEP_SLOTS; i++) {
         if (sp->slot[i].va == key) {
             k = &sp->slot[i];
             break;
         }
-    if (!k) {
-        k = &sp->slot[sp->next];
-        sp->next = (sp->next + 1) % KEEP_SLOTS;
+        if (!sp->slot[i].va && !empty)
+            empty = &sp->slot[i];
     }
-    const uint64_t *io = (const uint64_t *)d->iotlb + 2 * index;
+    if (!k)
+        k = empty;
+    if (!k) {                                    /* full: the one met in use longest ago */
+        k = &sp->slot[0];
+        for (int i = 1; i < KEEP_SLOTS; i++)
+            if (sp->slot[i].seen < k->seen)
+                k = &sp->slot[i];
+    }
     k->va = key;
+    k->seen = sp->epochs;
     k->e = *e;
     k->io_addr = io[0];
     k->io_attrs = io[1];
+}
+
+/* The space's slot for `key` (page | MMU index | 4), or NULL. */
+static struct keep_entry *keep_find(struct keep_space *sp, uint64_t key)
+{
+    for (int i = 0; sp && i < KEEP_SLOTS; i++)
+        if (sp->slot[i].va == key)
+            return &sp->slot[i];
+    return NULL;
+}
+
+/* The kept entry `key`, if any, was met in use in this epoch. */
+static void keep_touch(struct bh_state *s, uint64_t key)
+{
+    struct keep_entry *k = keep_find(s->keep && !s->keep_off ? s->keep->cur : NULL, key);
+    if (k)
+        k->seen = s->keep->cur->epochs;
 }
 
 /* Would a refill of `page` for MMU index `idx` under the page tables now in force build the
@@ -384,6 +481,7 @@ static void keep_restore(struct bh_state *s, uint64_t cr3)
     const uint64_t *cr = s->cr3 - 3;
     struct keep_space *sp = keep_space_of(s->keep, cr3, cr[0], cr[4]);
     s->keep->cur = sp;
+    sp->epochs++;
     s->keep_code[0] = s->keep_code[1] = s->keep_code[2] = NO_VA;
     if (sp->cr0 != cr[0] || sp->cr4 != cr[4] || !(cr[0] & CR0_PG)) {
         memset(sp->slot, 0, sizeof(sp->slot));
@@ -395,13 +493,21 @@ static void keep_restore(struct bh_state *s, uint64_t cr3)
         struct keep_entry *k = &sp->slot[i];
         if (!k->va)
             continue;
+        if (sp->epochs - k->seen > KEEP_STALE) {  /* not met in use for a while: let it go */
+            k->va = 0;
+            continue;
+        }
         unsigned idx = (unsigned)(k->va & 3);
         uint64_t page = k->va & ~(uint64_t)0xFFF;
         struct tlb_fast *f = &s->tlb[idx];
+        struct tlb_desc *d = &s->tlbd[idx];
         uint64_t index = (page >> 12) & (f->mask >> 6);
         struct tlb_entry *te = &f->table[index];
-        if (te->addr_read != TLB_NONE || te->addr_write != TLB_NONE || te->addr_code != TLB_NONE)
-            continue;                              /* taken since the write: leave it */
+        int victim = te->addr_read != TLB_NONE || te->addr_write != TLB_NONE ||
+                     te->addr_code != TLB_NONE;
+        if (victim && (te->addr_code == page || te->addr_read == page ||
+                       (te->addr_write & ~(uint64_t)TLB_NOTDIRTY) == page || victim_holds(d, page)))
+            continue;                              /* refilled already */
         if (!keep_still_valid(s, idx, page, &k->e)) {
             k->va = 0;
             continue;
@@ -409,14 +515,81 @@ static void keep_restore(struct bh_state *s, uint64_t cr3)
         struct tlb_entry n = k->e;                 /* as a refill makes it: not dirty, then */
         if (n.addr_write != TLB_NONE)              /* let through as fast_writes would */
             n.addr_write = let_through(s, host_off(s, &n, page)) ? page : page | TLB_NOTDIRTY;
+        uint64_t *io;
+        if (victim) {
+            /* Its slot was taken since the write (often by the code page of the block about
+             * to run, which Unicorn refills before any callback): into the victim TLB, as
+             * if the one in the slot had evicted it; the first access swaps it back in. */
+            unsigned v = (unsigned)(d->vindex++ % 8);
+            te = &d->vtable[v];
+            io = &d->viotlb[v].addr;
+            s->kept_aside++;
+        } else {
+            io = (uint64_t *)d->iotlb + 2 * index;
+            d->n_used_entries++;
+        }
         *te = n;
-        uint64_t *io = (uint64_t *)s->tlbd[idx].iotlb + 2 * index;
         io[0] = k->io_addr;
         io[1] = k->io_attrs;
-        s->tlbd[idx].n_used_entries++;
         *(uint16_t *)((uint8_t *)s->tlbd - TLB_DIRTY_OFF) |= (uint16_t)(1u << idx);
         s->kept++;
     }
+}
+
+/* Before a block that writes CR3 (whose flush would lose them): the entries Unicorn filled in
+ * this epoch beyond those put back, kept in the space's free slots.  A fill takes an empty
+ * slot (Unicorn counts the used ones) or pushes the slot's entry into the victim TLB (whose
+ * next-slot counter moves on); when neither count moved since the epoch began nothing new
+ * is there, else the table and the victim TLB are looked through.  So a page the space
+ * touches at every switch (a task's data, the TCB of the thread it sends to) is put back at
+ * the next one, let through if it may be.  Nothing kept is pushed out for them. */
+static int keep_free(const struct keep_space *sp)
+{
+    for (int j = 0; j < KEEP_SLOTS; j++)
+        if (!sp->slot[j].va)
+            return 1;
+    return 0;
+}
+
+static int keep_fill(struct bh_state *s, unsigned idx, struct tlb_entry *e, const uint64_t *io)
+{
+    uint64_t page = e->addr_read != TLB_NONE ? e->addr_read : e->addr_code;
+    if (page == TLB_NONE || (page & 0xFFF) || keep_find(s->keep->cur, page | idx | 4))
+        return 0;                                  /* empty, not plain RAM, or kept */
+    uint64_t off = host_off(s, e, page);
+    if (e->addr_write == (page | TLB_NOTDIRTY) && off < s->ram_size && !(off & 0xFFF) &&
+        let_through(s, off))
+        e->addr_write = page;
+    keep_entry(s, idx, page, e, io);
+    return keep_find(s->keep->cur, page | idx | 4) != NULL;
+}
+
+static void keep_epoch_pages(struct bh_state *s)
+{
+    struct keep_space *sp = s->keep->cur;
+    unsigned filled = 0;
+    for (unsigned idx = 0; idx < 3; idx++)
+        if (s->tlbd[idx].n_used_entries != s->keep_mark[idx] ||
+            s->tlbd[idx].vindex != s->keep_vmark[idx])
+            filled |= 1u << idx;
+    if (!filled || !sp || (int32_t)(sp->epochs - sp->scan_at) < 0 || !keep_free(sp))
+        return;
+    int found = 0;
+    s->keep_scans++;
+    for (unsigned idx = 0; idx < 3; idx++) {
+        struct tlb_fast *f = &s->tlb[idx];
+        struct tlb_desc *d = &s->tlbd[idx];
+        if (!(filled & (1u << idx)))
+            continue;
+        for (uint64_t i = 0; i <= (f->mask >> 6) && keep_free(sp); i++)
+            found += keep_fill(s, idx, &f->table[i], iotlb_of(s, idx, i));
+        for (unsigned v = 0; v < 8 && keep_free(sp); v++)
+            found += keep_fill(s, idx, &d->vtable[v], &d->viotlb[v].addr);
+    }
+    /* Nothing that could be kept (4 MiB pages, MMIO, the slots' pages only): look again
+     * only after twice as many of the space's epochs as last time, up to 64. */
+    sp->scan_gap = found ? 0 : (sp->scan_gap ? (sp->scan_gap < 64 ? sp->scan_gap * 2 : 64) : 1);
+    sp->scan_at = sp->epochs + sp->scan_gap;
 }
 
 /* ---- fast guest stores --------------------------------------------------------------------
@@ -447,7 +620,7 @@ static inline int fast_write_page(struct bh_state *s, unsigned idx, uint64_t pag
     if (aw != (page | TLB_NOTDIRTY)) {
         if ((aw & ~(uint64_t)0xFFF) != page)
             return 0;
-        keep_entry(s, idx, page, index, e);
+        keep_entry(s, idx, page, e, iotlb_of(s, idx, index));
         return 1;
     }
     uint64_t off = host_off(s, e, page);
@@ -457,7 +630,7 @@ static inline int fast_write_page(struct bh_state *s, unsigned idx, uint64_t pag
         e->addr_write = page;
         s->fastw_clears++;
     }
-    keep_entry(s, idx, page, index, e);
+    keep_entry(s, idx, page, e, iotlb_of(s, idx, index));
     return 1;
 }
 
@@ -476,6 +649,10 @@ static inline void fast_writes(struct bh_state *s, unsigned idx, uint64_t va)
             if (s->fastw_cr3 == NO_VA)             /* the host flushed: nothing kept holds */
                 memset(s->keep, 0, sizeof(*s->keep));
             keep_restore(s, cr3);
+            for (int i = 0; i < 3; i++) {
+                s->keep_mark[i] = s->tlbd[i].n_used_entries;
+                s->keep_vmark[i] = s->tlbd[i].vindex;
+            }
         }
         s->fastw_cr3 = cr3;
         s->fastw_done[0] = s->fastw_done[1] = s->fastw_done[2] = s->fastw_done[3] = NO_VA;
@@ -489,7 +666,9 @@ static inline void fast_writes(struct bh_state *s, unsigned idx, uint64_t va)
         struct tlb_fast *f = &s->tlb[idx];
         uint64_t index = (va >> 12) & (f->mask >> 6);
         if (f->table[index].addr_code == (cp & ~(uint64_t)3))
-            keep_entry(s, idx, cp & ~(uint64_t)3, index, &f->table[index]);
+            keep_entry(s, idx, cp & ~(uint64_t)3, &f->table[index], iotlb_of(s, idx, index));
+        else
+            keep_touch(s, cp | 4);                 /* put back in the victim TLB, say */
         s->keep_code[idx] = cp;
     }
     if (idx != 1) {
@@ -521,24 +700,31 @@ static inline unsigned mmu_index(const struct bh_state *s)
     return (hf & 3) == 3 ? 1 : (!(hf & HF_SMAP) || (*s->eflags & EFLAGS_AC)) ? 2 : 0;
 }
 
+/* Unicorn's TLB entry that code at `va` is fetched through in MMU index `idx`: the one in its
+ * slot, or when another page of the same slot took that (a direct-mapped TLB of 64 entries
+ * sees such collisions often: the kernel's code and a TCB page, say), the one in the victim
+ * TLB.  NULL when neither holds it. */
+static inline const struct tlb_entry *code_entry(const struct bh_state *s, uint64_t va,
+                                                 unsigned idx)
+{
+    const struct tlb_fast *f = &s->tlb[idx];
+    const struct tlb_entry *e = &f->table[(va >> 12) & (f->mask >> 6)];
+    uint64_t page = va & ~(uint64_t)0xFFF;
+    if (e->addr_code == page)
+        return e;
+    for (const struct tlb_entry *v = s->tlbd[idx].vtable; v < s->tlbd[idx].vtable + 8; v++)
+        if (v->addr_code == page)
+            return v;
+    return NULL;
+}
+
 /* The physical address of code at `va`: what Unicorn's TLB says (the translation the block
  * was fetched through, as it holds that entry while the block runs), or a walk of the page
  * tables when the entry is gone (evicted, or flushed under a block chained to this one). */
 static inline uint64_t code_phys(const struct bh_state *s, uint64_t va, unsigned idx)
 {
-    const struct tlb_fast *f = &s->tlb[idx];
-    const struct tlb_entry *e = &f->table[(va >> 12) & (f->mask >> 6)];
-    uint64_t page = va & ~(uint64_t)0xFFF;
     if (!(s->cr3[1] & CR4_PAE)) {
-        if (e->addr_code != page) {
-            /* Evicted by another page of the same slot: in the victim TLB, then. */
-            const struct tlb_entry *v = s->tlbd[idx].vtable;
-            for (e = NULL; v < s->tlbd[idx].vtable + 8; v++)
-                if (v->addr_code == page) {
-                    e = v;
-                    break;
-                }
-        }
+        const struct tlb_entry *e = code_entry(s, va, idx);
         if (e) {
             uint64_t off = host_off(s, e, va);
             if (off < s->ram_size)
@@ -569,12 +755,23 @@ static __attribute__((noinline)) void block_slow(void *uc, uint64_t va, uint32_t
         stop(uc, s, STOP_BUDGET);
         return;
     }
-    uint32_t icount;
+    uint32_t icount, flags = 0;
     unsigned idx = mmu_index(s);
     if (unlikely(s->once_icount) && va == s->once_va && size == s->once_size) {
         icount = s->once_icount;
         s->once_icount = 0;
         goto count;
+    }
+    struct va_entry *v = s->vcache && !s->vc_off ? va_slot(s, va) : NULL;
+    if (v && v->epoch == s->vc_epoch && v->va == (uint32_t)va && v->size == size) {
+        const struct tlb_entry *e = code_entry(s, va, idx);
+        if (e && host_off(s, e, va) == v->pa) {
+            icount = v->icount & ~VA_WRITES_CR3;
+            flags = (v->icount & VA_WRITES_CR3) ? BLOCK_WRITES_CR3 : 0;
+            s->last_f0 = s->last_f1 = v->pa >> 12;
+            s->vc_hits++;
+            goto count;
+        }
     }
     uint64_t pa = code_phys(s, va, idx);
     uint32_t f1 = (uint32_t)(pa >> 12);
@@ -600,8 +797,16 @@ static __attribute__((noinline)) void block_slow(void *uc, uint64_t va, uint32_t
                 return;
             }
             icount = e->icount;
+            flags = e->flags;
             s->last_f0 = (uint32_t)(pa >> 12);
             s->last_f1 = f1;
+            if (v && f1 == s->last_f0 && pa <= UINT32_MAX && size <= UINT16_MAX &&
+                icount < VA_WRITES_CR3 && !(s->wstate[f1] & WS_VOLATILE))
+                *v = (struct va_entry){
+                    .va = (uint32_t)va, .pa = (uint32_t)pa, .epoch = s->vc_epoch,
+                    .size = (uint16_t)size,
+                    .icount = (uint16_t)(icount | (flags & BLOCK_WRITES_CR3 ? VA_WRITES_CR3 : 0)),
+                };
             break;
         }
         if (e->size == 0) {
@@ -620,8 +825,11 @@ count:
     s->last_va = va;
     s->last_size = size;
     s->last_icount = icount;
-    if (s->fastw)
+    if (s->fastw) {
         fast_writes(s, idx, va);
+        if ((flags & BLOCK_WRITES_CR3) && s->keep && !s->keep_off)
+            keep_epoch_pages(s);
+    }
     uint64_t b = s->budget ? s->budget - 1 + icount : 0;
     s->fast_bound = s->irq_waiting ? 0 : (b < s->limit ? b : s->limit);
 }
@@ -698,6 +906,7 @@ int l4emu_block_reset(struct bh_state *s, unsigned log2)
     s->last_va = NO_VA;
     s->mask = ((uint64_t)1 << log2) - 1;
     s->used = 0;
+    va_invalidate(s);
     return 0;
 }
 
@@ -747,6 +956,7 @@ static void on_segv(int sig, siginfo_t *si, void *ctx)
         s->wstate[f] = w;
         s->gen[f]++;
         s->write_faults++;
+        va_invalidate(s);
         return;
     }
     chain(sig, si, ctx);
@@ -785,8 +995,10 @@ int l4emu_wp_attach(struct bh_state *s, uint8_t *ram, uint64_t size)
     if (!s->gen || !s->wstate)
         return -1;
     s->keep = calloc(1, sizeof(*s->keep));
-    if (!s->keep)
+    s->vcache = calloc((size_t)1 << VA_CACHE_BITS, sizeof(*s->vcache));
+    if (!s->keep || !s->vcache)
         return -1;
+    va_invalidate(s);
     s->ram = ram;
     s->ram_size = size;
     s->a20_mask = ~(uint64_t)0;
@@ -836,9 +1048,11 @@ int l4emu_block_insert(struct bh_state *s, uint64_t pa, uint32_t f1, uint32_t si
     s->wstate[f1] |= WS_CODE;
     protect(s, f0);
     protect(s, f1);
+    va_invalidate(s);
     struct bh_entry e = {
         .pa = pa, .hash = bytes_hash(s, pa, f1, size), .size = size, .icount = icount,
-        .f1 = f1, .gen0 = s->gen[f0], .gen1 = s->gen[f1], .pad = 0,
+        .f1 = f1, .gen0 = s->gen[f0], .gen1 = s->gen[f1],
+        .flags = ends_with_cr3_write(s, pa, f1, size) ? BLOCK_WRITES_CR3 : 0,
     };
     insert_raw(s, &e);
     return 0;
@@ -861,6 +1075,7 @@ void l4emu_wp_forget(struct bh_state *s)
         s->wstate[f] = (uint8_t)(w & WS_FASTW);
     }
     s->last_f0 = s->last_f1 = ~(uint32_t)0;
+    va_invalidate(s);
 }
 
 /* Forget the table and stop watching RAM (every frame writable again). */
@@ -877,9 +1092,11 @@ void l4emu_block_free(struct bh_state *s)
     free(s->gen);
     free(s->wstate);
     free(s->keep);
+    free(s->vcache);
     s->gen = NULL;
     s->wstate = NULL;
     s->keep = NULL;
+    s->vcache = NULL;
     s->ram = NULL;
     free(s->table);
     s->table = NULL;

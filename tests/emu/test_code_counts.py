@@ -161,3 +161,48 @@ def test_a_host_write_does_not_make_the_running_code_volatile():
     r = m.run(max_insns=10_000)
     assert r.reason is Stop.EXIT and r.insns == 1 + 1000 * 3 + 2
     m.close()
+
+
+def test_remap_back_and_forth_with_every_block_known():
+    """As above, back and forth, three times: once every block has been learned nothing else
+    moves the counts' epoch, and the by-address cache (blockhook.c, va_slot) holds the block
+    at 0x500000 as counted in the other frame; its entry must be checked against the frame
+    Unicorn's TLB now gives, or the count is stale."""
+    routine = """
+      mov ecx, 10
+    l:
+      {body}
+      dec ecx
+      jnz l
+      ret
+    """
+    frame_a = assemble(routine.format(body="nop\n nop\n nop"), 0x500000).code
+    frame_b = assemble(routine.format(body="add eax, 1"), 0x500000).code
+    pte = PD + 0x2000 + ((0x500000 >> 12) & 0x3FF) * 4
+
+    def total(second_frame: int) -> int:
+        m, _ = Guest(paging=True, kernel=f"""
+          mov esi, 3
+        again:
+          mov eax, 0x500000
+          call eax
+          mov dword ptr [{pte:#x}], {second_frame | 3:#x}
+          invlpg [0x500000]
+          mov eax, 0x500000
+          call eax
+          mov dword ptr [{pte:#x}], {0x500000 | 3:#x}
+          invlpg [0x500000]
+          dec esi
+          jnz again
+          EXIT 0
+        """).build()
+        m.load(0x500000, frame_a)
+        m.load(0x600000, frame_b)
+        r = m.run(max_insns=1_000_000)
+        assert r.reason is Stop.EXIT, r
+        assert m.cpu.bh.vc_hits > 0          # the third pass runs from the cache
+        m.close()
+        return r.insns
+
+    same, other = total(0x500000), total(0x600000)
+    assert same - other == 3 * 10 * 2        # three passes, three nops became one add, ten times
