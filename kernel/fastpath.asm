@@ -1,5 +1,6 @@
-; kernel/fastpath.asm: the IPC fast path (DESIGN D6; seL4's fastpath.c is the model: a straight
-; run of cheap checks, any failing one falls back to the general path in ipc.asm).
+; kernel/fastpath.asm: the IPC fast path (DESIGN D6; seL4's fastpath.c is the model: cheap
+; checks, any failing one falls back to the general path in ipc.asm; here they are combined
+; into two tests with one branch each).
 ;
 ; It takes `call` (EBP = 0: closed receive from the destination) and `reply_and_wait`
 ; (EBP = 1: open receive) with a short register message (EAX = 0) and a never-expiring
@@ -22,6 +23,8 @@
 ; through SS, which is the kernel's.  tests/kernel/test_fastpath.py pins the instruction
 ; count from `int 0x30` to the destination's first user instruction.
 
+.equ FP_TCB_INDEX, L4_ID_INDEX_MASK & ((L4_MAX_TASKS << L4_ID_TASK_SHIFT) - 1)
+
 .section .text
 gate_ipc:                               ; the call gate for ipc falls into the fast path
     push 2
@@ -30,35 +33,41 @@ gate_ipc:                               ; the call gate for ipc falls into the f
     mov dword ptr [esp + 4], L4_SEL_UCODE
     mov dword ptr [esp + 8], USER_EFLAGS
 fastpath_ipc:                           ; int 0x30: user registers untouched
-    test eax, eax                       ; send a short register message
-    jnz ipc_slow
-    cmp ebp, 1                          ; receive short: closed (0) or open (1)
-    ja ipc_slow
-    test cl, 0x0F                       ; receive timeout never (rcv_exp = 0)
-    jnz ipc_slow
-    mov eax, esi                        ; destination TCB from the thread ID
-    and eax, L4_ID_INDEX_MASK
-    cmp eax, L4_MAX_TASKS << L4_ID_TASK_SHIFT
-    jae fastpath_bail_eax
-    add eax, L4_TCB_AREA
-    cmp ss:[eax + TCB_ID_LO], esi       ; the thread exists with exactly this ID
-    jne fastpath_bail_eax
-    cmp ss:[eax + TCB_ID_HI], edi
-    jne fastpath_bail_eax
-    cmp dword ptr ss:[eax + TCB_STATE], TS_WAIT_RECV
-    jne fastpath_bail_eax
+    ; Two tests, one branch each: the operands, then the destination.  Each check leaves a
+    ; nonzero value when it fails and the values are ORed (as seL4's fastpath_mi_check tests
+    ; the message length and extra caps in one comparison): on this emulator a conditional
+    ; branch ends a translated block, and every block costs host time (docs/benchmarking.md).
+    ; ECX, ESI and EDI are scratch until the decision; the general path gets them back.
+    push ecx
+    push esi
+    push edi
+    and ecx, 0x0F                       ; receive timeout never (rcv_exp = 0)
+    cmp ebp, 1
+    seta ch                             ; receive short: closed (0) or open (1)
+    or ecx, eax                         ; send a short register message (EAX = 0)
+    jnz fastpath_bail_operands
+    mov eax, esi                        ; destination TCB from the thread ID; a task number
+    and eax, FP_TCB_INDEX               ;  beyond the TCB area wraps into it, where the ID
+    add eax, L4_TCB_AREA                ;  differs (TCB pages not in use read as zeros)
+    xor esi, ss:[eax + TCB_ID_LO]       ; the thread exists with exactly this ID
+    xor edi, ss:[eax + TCB_ID_HI]
+    or esi, edi
+    mov ecx, ss:[eax + TCB_STATE]
+    xor ecx, TS_WAIT_RECV               ; it waits to receive (lazily still on its ready list)
+    or ecx, esi
     mov esi, esp
     and esi, 0xFFFFFC00                 ; the sender's TCB
     mov edi, ss:[eax + TCB_FAST_CLAN]   ; one clan: never redirected (clan.asm)
-    cmp edi, ss:[esi + TCB_FAST_CLAN]
-    jne fastpath_bail
-    cmp ss:[eax + TCB_WAIT_FOR], esi    ; it waits for this sender ...
-    je fastpath_accepted
-    cmp dword ptr ss:[eax + TCB_WAIT_FOR], 0      ; ... or for anyone
-    jne fastpath_bail
-fastpath_accepted:
-    cmp dword ptr ss:[esi + TCB_FP_BLOCK], 0  ; nobody waits to send to the sender, no TLS
-    jne fastpath_bail
+    xor edi, ss:[esi + TCB_FAST_CLAN]
+    or ecx, edi
+    or ecx, ss:[esi + TCB_FP_BLOCK]     ; nobody waits to send to the sender, no TLS
+    mov edi, ss:[eax + TCB_WAIT_FOR]    ; it waits for this sender ...
+    test edi, edi
+    cmovz edi, esi                      ; ... or for anyone (0)
+    xor edi, esi
+    or ecx, edi
+    jnz fastpath_bail
+    add esp, 12
     ; -- commit: the sender blocks in its receive phase
     pushad
     push dword ptr ss:[CPU_RESUME_USER]
@@ -85,12 +94,12 @@ fastpath_same_space:
     mov esi, ss:[esi + TCB_ID_LO]
     xor eax, eax                        ; dope: short message, no error
     iretd
-; The general path gets the user's registers as they came: EAX was 0, ESI:EDI is the
-; destination's ID (it exists), ECX and EBP were not touched.
+; The general path gets the user's registers as they came (EAX was 0 after the operands).
 fastpath_bail:
-    mov esi, ss:[eax + TCB_ID_LO]
-    mov edi, ss:[eax + TCB_ID_HI]
-fastpath_bail_eax:
     xor eax, eax
+fastpath_bail_operands:
+    pop edi
+    pop esi
+    pop ecx
     jmp ipc_slow
 fastpath_end:
