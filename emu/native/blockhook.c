@@ -49,7 +49,10 @@ struct bh_entry {
 /* The by-address cache in front of the table (block_slow): the last count found for a block
  * address, with the physical address it was found under and the epoch it was valid in. */
 struct va_entry {
-    uint32_t va, pa, epoch;
+    uint32_t va;
+    uint32_t pa;              /* the block's frame << 12 | where its TLB entry was last found:
+                                 0-7 the victim TLB's slot (its page's slot: any of them) */
+    uint32_t epoch;
     uint16_t size;
     uint16_t icount;          /* with VA_WRITES_CR3 for BLOCK_WRITES_CR3 */
 };
@@ -76,25 +79,28 @@ struct tlb_desc {
     void *iotlb;
 };
 /* Entries kept across CR3 writes, per address space (keep_*). */
-#define KEEP_SPACES 64              /* two-way by CR3: a ring of 64 tasks keeps its entries */
+#define KEEP_SPACES 256             /* four-way by CR3: a ring of 64 tasks keeps its entries */
+#define KEEP_WAYS 4
 #define KEEP_SLOTS 8
 #define KEEP_STALE 128              /* epochs of its space a kept entry lives unconfirmed */
 struct keep_entry {
-    uint64_t va;              /* page | MMU index; 0: empty */
     struct tlb_entry e;
     uint64_t io_addr;         /* its CPUIOTLBEntry */
     uint64_t io_attrs;
-    uint32_t seen, pad;       /* the space's epoch in which it was last met in use */
 };
 struct keep_space {
-    uint64_t cr3, cr0, cr4, used;   /* used: the clock of its last epoch (0: free) */
+    uint64_t cr0, cr4;              /* as when its entries were kept */
     uint32_t epochs, pad;           /* its epochs so far */
     uint32_t scan_at, scan_gap;     /* keep_epoch_pages: not before epoch scan_at */
+    uint64_t key[KEEP_SLOTS];       /* per slot: page | MMU index | 4; 0: empty (one line) */
+    uint32_t seen[KEEP_SLOTS];      /* per slot: the epoch it was last met in use in */
     struct keep_entry slot[KEEP_SLOTS];
 };
 struct tlb_keep {
     uint64_t clock;
     struct keep_space *cur;         /* the space of this epoch */
+    uint64_t cr3[KEEP_SPACES];      /* per space: its CR3, valid while used != 0 */
+    uint64_t used[KEEP_SPACES];     /* per space: the clock of its last epoch; 0: free */
     struct keep_space space[KEEP_SPACES];
 };
 #define TLB_NOTDIRTY 0x400u
@@ -359,23 +365,23 @@ static inline int victim_holds(const struct tlb_desc *d, uint64_t page)
 static struct keep_space *keep_space_of(struct tlb_keep *k, uint64_t cr3, uint64_t cr0,
                                         uint64_t cr4)
 {
-    uint32_t h = (uint32_t)(((cr3 >> 12) * 0x9E3779B1u) >> 16) & (KEEP_SPACES - 2);
-    struct keep_space *a = &k->space[h], *b = &k->space[h + 1];
+    uint32_t set = (uint32_t)(((cr3 >> 12) * 0x9E3779B1u) >> 16) % (KEEP_SPACES / KEEP_WAYS);
+    uint32_t w = set * KEEP_WAYS, lru = w;
     k->clock++;
-    if (a->used && a->cr3 == cr3) {
-        a->used = k->clock;
-        return a;
+    for (; w < (set + 1) * KEEP_WAYS; w++) {
+        if (k->used[w] && k->cr3[w] == cr3) {
+            k->used[w] = k->clock;
+            return &k->space[w];
+        }
+        if (k->used[w] < k->used[lru])
+            lru = w;
     }
-    if (b->used && b->cr3 == cr3) {
-        b->used = k->clock;
-        return b;
-    }
-    struct keep_space *sp = a->used <= b->used ? a : b;
+    struct keep_space *sp = &k->space[lru];      /* the way used longest ago, or a free one */
     memset(sp, 0, sizeof(*sp));
-    sp->cr3 = cr3;
     sp->cr0 = cr0;
     sp->cr4 = cr4;
-    sp->used = k->clock;
+    k->cr3[lru] = cr3;
+    k->used[lru] = k->clock;
     return sp;
 }
 
@@ -383,6 +389,15 @@ static struct keep_space *keep_space_of(struct tlb_keep *k, uint64_t cr3, uint64
 static inline const uint64_t *iotlb_of(const struct bh_state *s, unsigned idx, uint64_t index)
 {
     return (const uint64_t *)s->tlbd[idx].iotlb + 2 * index;
+}
+
+/* The space's slot for `key` (page | MMU index | 4; 0: a free one), or -1. */
+static inline int keep_find(const struct keep_space *sp, uint64_t key)
+{
+    for (int i = 0; i < KEEP_SLOTS; i++)
+        if (sp->key[i] == key)
+            return i;
+    return -1;
 }
 
 /* Copy aside the entry `e` (slot `index` of MMU index `idx`) for `page` in this epoch's
@@ -405,45 +420,29 @@ static void keep_entry(struct bh_state *s, unsigned idx, uint64_t page, const st
     if (off >= s->ram_size || (off & 0xFFF) || (e->paddr & 0xFFF))
         return;
     uint64_t key = page | idx | 4;
-    struct keep_entry *k = NULL, *empty = NULL;
-    for (int i = 0; i < KEEP_SLOTS; i++) {
-        if (sp->slot[i].va == key) {
-            k = &sp->slot[i];
-            break;
-        }
-        if (!sp->slot[i].va && !empty)
-            empty = &sp->slot[i];
+    int i = keep_find(sp, key);
+    if (i < 0)
+        i = keep_find(sp, 0);
+    if (i < 0) {                                 /* full: the one met in use longest ago */
+        i = 0;
+        for (int j = 1; j < KEEP_SLOTS; j++)
+            if (sp->seen[j] < sp->seen[i])
+                i = j;
     }
-    if (!k)
-        k = empty;
-    if (!k) {                                    /* full: the one met in use longest ago */
-        k = &sp->slot[0];
-        for (int i = 1; i < KEEP_SLOTS; i++)
-            if (sp->slot[i].seen < k->seen)
-                k = &sp->slot[i];
-    }
-    k->va = key;
-    k->seen = sp->epochs;
-    k->e = *e;
-    k->io_addr = io[0];
-    k->io_attrs = io[1];
-}
-
-/* The space's slot for `key` (page | MMU index | 4), or NULL. */
-static struct keep_entry *keep_find(struct keep_space *sp, uint64_t key)
-{
-    for (int i = 0; sp && i < KEEP_SLOTS; i++)
-        if (sp->slot[i].va == key)
-            return &sp->slot[i];
-    return NULL;
+    sp->key[i] = key;
+    sp->seen[i] = sp->epochs;
+    sp->slot[i].e = *e;
+    sp->slot[i].io_addr = io[0];
+    sp->slot[i].io_attrs = io[1];
 }
 
 /* The kept entry `key`, if any, was met in use in this epoch. */
 static void keep_touch(struct bh_state *s, uint64_t key)
 {
-    struct keep_entry *k = keep_find(s->keep && !s->keep_off ? s->keep->cur : NULL, key);
-    if (k)
-        k->seen = s->keep->cur->epochs;
+    struct keep_space *sp = s->keep && !s->keep_off ? s->keep->cur : NULL;
+    int i = sp ? keep_find(sp, key) : -1;
+    if (i >= 0)
+        sp->seen[i] = sp->epochs;
 }
 
 /* Would a refill of `page` for MMU index `idx` under the page tables now in force build the
@@ -484,21 +483,21 @@ static void keep_restore(struct bh_state *s, uint64_t cr3)
     sp->epochs++;
     s->keep_code[0] = s->keep_code[1] = s->keep_code[2] = NO_VA;
     if (sp->cr0 != cr[0] || sp->cr4 != cr[4] || !(cr[0] & CR0_PG)) {
-        memset(sp->slot, 0, sizeof(sp->slot));
+        memset(sp->key, 0, sizeof(sp->key));
         sp->cr0 = cr[0];
         sp->cr4 = cr[4];
         return;
     }
     for (int i = 0; i < KEEP_SLOTS; i++) {
         struct keep_entry *k = &sp->slot[i];
-        if (!k->va)
+        if (!sp->key[i])
             continue;
-        if (sp->epochs - k->seen > KEEP_STALE) {  /* not met in use for a while: let it go */
-            k->va = 0;
+        if (sp->epochs - sp->seen[i] > KEEP_STALE) {   /* not met in use for a while */
+            sp->key[i] = 0;
             continue;
         }
-        unsigned idx = (unsigned)(k->va & 3);
-        uint64_t page = k->va & ~(uint64_t)0xFFF;
+        unsigned idx = (unsigned)(sp->key[i] & 3);
+        uint64_t page = sp->key[i] & ~(uint64_t)0xFFF;
         struct tlb_fast *f = &s->tlb[idx];
         struct tlb_desc *d = &s->tlbd[idx];
         uint64_t index = (page >> 12) & (f->mask >> 6);
@@ -509,7 +508,7 @@ static void keep_restore(struct bh_state *s, uint64_t cr3)
                        (te->addr_write & ~(uint64_t)TLB_NOTDIRTY) == page || victim_holds(d, page)))
             continue;                              /* refilled already */
         if (!keep_still_valid(s, idx, page, &k->e)) {
-            k->va = 0;
+            sp->key[i] = 0;
             continue;
         }
         struct tlb_entry n = k->e;                 /* as a refill makes it: not dirty, then */
@@ -543,25 +542,18 @@ static void keep_restore(struct bh_state *s, uint64_t cr3)
  * is there, else the table and the victim TLB are looked through.  So a page the space
  * touches at every switch (a task's data, the TCB of the thread it sends to) is put back at
  * the next one, let through if it may be.  Nothing kept is pushed out for them. */
-static int keep_free(const struct keep_space *sp)
-{
-    for (int j = 0; j < KEEP_SLOTS; j++)
-        if (!sp->slot[j].va)
-            return 1;
-    return 0;
-}
 
 static int keep_fill(struct bh_state *s, unsigned idx, struct tlb_entry *e, const uint64_t *io)
 {
     uint64_t page = e->addr_read != TLB_NONE ? e->addr_read : e->addr_code;
-    if (page == TLB_NONE || (page & 0xFFF) || keep_find(s->keep->cur, page | idx | 4))
+    if (page == TLB_NONE || (page & 0xFFF) || keep_find(s->keep->cur, page | idx | 4) >= 0)
         return 0;                                  /* empty, not plain RAM, or kept */
     uint64_t off = host_off(s, e, page);
     if (e->addr_write == (page | TLB_NOTDIRTY) && off < s->ram_size && !(off & 0xFFF) &&
         let_through(s, off))
         e->addr_write = page;
     keep_entry(s, idx, page, e, io);
-    return keep_find(s->keep->cur, page | idx | 4) != NULL;
+    return keep_find(s->keep->cur, page | idx | 4) >= 0;
 }
 
 static void keep_epoch_pages(struct bh_state *s)
@@ -572,7 +564,7 @@ static void keep_epoch_pages(struct bh_state *s)
         if (s->tlbd[idx].n_used_entries != s->keep_mark[idx] ||
             s->tlbd[idx].vindex != s->keep_vmark[idx])
             filled |= 1u << idx;
-    if (!filled || !sp || (int32_t)(sp->epochs - sp->scan_at) < 0 || !keep_free(sp))
+    if (!filled || !sp || (int32_t)(sp->epochs - sp->scan_at) < 0 || keep_find(sp, 0) < 0)
         return;
     int found = 0;
     s->keep_scans++;
@@ -581,9 +573,9 @@ static void keep_epoch_pages(struct bh_state *s)
         struct tlb_desc *d = &s->tlbd[idx];
         if (!(filled & (1u << idx)))
             continue;
-        for (uint64_t i = 0; i <= (f->mask >> 6) && keep_free(sp); i++)
+        for (uint64_t i = 0; i <= (f->mask >> 6) && keep_find(sp, 0) >= 0; i++)
             found += keep_fill(s, idx, &f->table[i], iotlb_of(s, idx, i));
-        for (unsigned v = 0; v < 8 && keep_free(sp); v++)
+        for (unsigned v = 0; v < 8 && keep_find(sp, 0) >= 0; v++)
             found += keep_fill(s, idx, &d->vtable[v], &d->viotlb[v].addr);
     }
     /* Nothing that could be kept (4 MiB pages, MMIO, the slots' pages only): look again
@@ -616,21 +608,31 @@ static inline int fast_write_page(struct bh_state *s, unsigned idx, uint64_t pag
     struct tlb_fast *f = &s->tlb[idx];
     uint64_t index = (page >> 12) & (f->mask >> 6);
     struct tlb_entry *e = &f->table[index];
-    uint64_t aw = e->addr_write;
-    if (aw != (page | TLB_NOTDIRTY)) {
-        if ((aw & ~(uint64_t)0xFFF) != page)
+    const uint64_t *io = iotlb_of(s, idx, index);
+    if ((e->addr_write & ~(uint64_t)0xFFF) != page) {
+        /* Not in its slot.  When another page holds the slot, this one may be in the victim
+         * TLB (put back there, or pushed there): an entry there is settled the same way. */
+        struct tlb_desc *d = &s->tlbd[idx];
+        if (e->addr_read == TLB_NONE && e->addr_write == TLB_NONE && e->addr_code == TLB_NONE)
             return 0;
-        keep_entry(s, idx, page, e, iotlb_of(s, idx, index));
-        return 1;
+        unsigned v = 0;
+        while (v < 8 && (d->vtable[v].addr_write & ~(uint64_t)0xFFF) != page)
+            v++;
+        if (v == 8)
+            return 0;
+        e = &d->vtable[v];
+        io = &d->viotlb[v].addr;
     }
-    uint64_t off = host_off(s, e, page);
-    if (off >= s->ram_size || (off & 0xFFF))
-        return 1;
-    if (let_through(s, off)) {
-        e->addr_write = page;
-        s->fastw_clears++;
+    if (e->addr_write == (page | TLB_NOTDIRTY)) {
+        uint64_t off = host_off(s, e, page);
+        if (off >= s->ram_size || (off & 0xFFF))
+            return 1;
+        if (let_through(s, off)) {
+            e->addr_write = page;
+            s->fastw_clears++;
+        }
     }
-    keep_entry(s, idx, page, e, iotlb_of(s, idx, index));
+    keep_entry(s, idx, page, e, io);
     return 1;
 }
 
@@ -647,7 +649,7 @@ static inline void fast_writes(struct bh_state *s, unsigned idx, uint64_t va)
             return;
         if (s->keep && !s->keep_off) {
             if (s->fastw_cr3 == NO_VA)             /* the host flushed: nothing kept holds */
-                memset(s->keep, 0, sizeof(*s->keep));
+                memset(s->keep->used, 0, sizeof(s->keep->used));
             keep_restore(s, cr3);
             for (int i = 0; i < 3; i++) {
                 s->keep_mark[i] = s->tlbd[i].n_used_entries;
@@ -764,8 +766,16 @@ static __attribute__((noinline)) void block_slow(void *uc, uint64_t va, uint32_t
     }
     struct va_entry *v = s->vcache && !s->vc_off ? va_slot(s, va) : NULL;
     if (v && v->epoch == s->vc_epoch && v->va == (uint32_t)va && v->size == size) {
-        const struct tlb_entry *e = code_entry(s, va, idx);
-        if (e && host_off(s, e, va) == v->pa) {
+        const struct tlb_fast *f = &s->tlb[idx];
+        const struct tlb_entry *e = &f->table[(va >> 12) & (f->mask >> 6)];
+        const struct tlb_entry *vt = s->tlbd[idx].vtable;
+        uint64_t page = va & ~(uint64_t)0xFFF;
+        if (e->addr_code != page) {                /* the victim TLB: where it was last time */
+            e = vt[v->pa & 7].addr_code == page ? &vt[v->pa & 7] : code_entry(s, va, idx);
+            if (e && e != &f->table[(va >> 12) & (f->mask >> 6)])
+                v->pa = (v->pa & ~7u) | (uint32_t)(e - vt);
+        }
+        if (e && (host_off(s, e, va) & ~(uint64_t)0xFFF) == (v->pa & ~0xFFFu)) {
             icount = v->icount & ~VA_WRITES_CR3;
             flags = (v->icount & VA_WRITES_CR3) ? BLOCK_WRITES_CR3 : 0;
             s->last_f0 = s->last_f1 = v->pa >> 12;
@@ -803,7 +813,7 @@ static __attribute__((noinline)) void block_slow(void *uc, uint64_t va, uint32_t
             if (v && f1 == s->last_f0 && pa <= UINT32_MAX && size <= UINT16_MAX &&
                 icount < VA_WRITES_CR3 && !(s->wstate[f1] & WS_VOLATILE))
                 *v = (struct va_entry){
-                    .va = (uint32_t)va, .pa = (uint32_t)pa, .epoch = s->vc_epoch,
+                    .va = (uint32_t)va, .pa = (uint32_t)pa & ~0xFFFu, .epoch = s->vc_epoch,
                     .size = (uint16_t)size,
                     .icount = (uint16_t)(icount | (flags & BLOCK_WRITES_CR3 ? VA_WRITES_CR3 : 0)),
                 };
