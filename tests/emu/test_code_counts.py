@@ -101,39 +101,51 @@ def test_code_next_to_busy_data_stays_exact_and_stops_faulting():
     m.close()
 
 
+REMAPPED = """
+  mov ecx, 10
+l:
+  {body}
+  dec ecx
+  jnz l
+  ret
+"""
+PTE_5M = PD + 0x2000 + ((0x500000 >> 12) & 0x3FF) * 4   # second page table: 4-8 MiB
+
+
+def run_remapped(kernel: str) -> tuple[Machine, int]:
+    """Run `kernel` (paging on) with the routine at 0x500000 in the frame 0x500000 as three
+    `nop`s a loop, and in the frame 0x600000 the same length with one `add`."""
+    frame_a = assemble(REMAPPED.format(body="nop\n nop\n nop"), 0x500000).code
+    frame_b = assemble(REMAPPED.format(body="add eax, 1"), 0x500000).code
+    assert len(frame_a) == len(frame_b)
+    m, _ = Guest(paging=True, kernel=kernel).build()
+    m.load(0x500000, frame_a)
+    m.load(0x600000, frame_b)
+    r = m.run(max_insns=1_000_000)
+    assert r.reason is Stop.EXIT, r
+    return m, r.insns
+
+
+def call_twice(second_frame: int) -> str:
+    """Call the routine, remap it to `second_frame`, call it again."""
+    return f"""
+      mov eax, 0x500000
+      call eax
+      mov dword ptr [{PTE_5M:#x}], {second_frame | 3:#x}
+      invlpg [0x500000]
+      mov eax, 0x500000
+      call eax
+    """
+
+
 def test_remap_to_other_code_is_counted_by_its_own_frame():
     """The same virtual address, in the same address space (same CR3), is remapped to a frame
     holding different code of the same length (Intel SDM vol. 3 §4.10.4.1: INVLPG after the
     PTE change); the count follows the frame."""
-    routine = """
-      mov ecx, 10
-    l:
-      {body}
-      dec ecx
-      jnz l
-      ret
-    """
-    frame_a = assemble(routine.format(body="nop\n nop\n nop"), 0x500000).code
-    frame_b = assemble(routine.format(body="add eax, 1"), 0x500000).code
-    assert len(frame_a) == len(frame_b)
-    pte = PD + 0x2000 + ((0x500000 >> 12) & 0x3FF) * 4   # second page table: 4-8 MiB
-
     def total(second_frame: int) -> int:
-        m, _ = Guest(paging=True, kernel=f"""
-          mov eax, 0x500000
-          call eax
-          mov dword ptr [{pte:#x}], {second_frame | 3:#x}
-          invlpg [0x500000]
-          mov eax, 0x500000
-          call eax
-          EXIT 0
-        """).build()
-        m.load(0x500000, frame_a)
-        m.load(0x600000, frame_b)
-        r = m.run(max_insns=1_000_000)
-        assert r.reason is Stop.EXIT, r
+        m, insns = run_remapped(call_twice(second_frame) + "EXIT 0")
         m.close()
-        return r.insns
+        return insns
 
     same, other = total(0x500000), total(0x600000)
     assert same - other == 10 * 2            # three nops became one add, ten times
@@ -168,41 +180,20 @@ def test_remap_back_and_forth_with_every_block_known():
     moves the counts' epoch, and the by-address cache (blockhook.c, va_slot) holds the block
     at 0x500000 as counted in the other frame; its entry must be checked against the frame
     Unicorn's TLB now gives, or the count is stale."""
-    routine = """
-      mov ecx, 10
-    l:
-      {body}
-      dec ecx
-      jnz l
-      ret
-    """
-    frame_a = assemble(routine.format(body="nop\n nop\n nop"), 0x500000).code
-    frame_b = assemble(routine.format(body="add eax, 1"), 0x500000).code
-    pte = PD + 0x2000 + ((0x500000 >> 12) & 0x3FF) * 4
-
     def total(second_frame: int) -> int:
-        m, _ = Guest(paging=True, kernel=f"""
+        m, insns = run_remapped(f"""
           mov esi, 3
         again:
-          mov eax, 0x500000
-          call eax
-          mov dword ptr [{pte:#x}], {second_frame | 3:#x}
-          invlpg [0x500000]
-          mov eax, 0x500000
-          call eax
-          mov dword ptr [{pte:#x}], {0x500000 | 3:#x}
+          {call_twice(second_frame)}
+          mov dword ptr [{PTE_5M:#x}], {0x500000 | 3:#x}
           invlpg [0x500000]
           dec esi
           jnz again
           EXIT 0
-        """).build()
-        m.load(0x500000, frame_a)
-        m.load(0x600000, frame_b)
-        r = m.run(max_insns=1_000_000)
-        assert r.reason is Stop.EXIT, r
+        """)
         assert m.cpu.bh.vc_hits > 0          # the third pass runs from the cache
         m.close()
-        return r.insns
+        return insns
 
     same, other = total(0x500000), total(0x600000)
     assert same - other == 3 * 10 * 2        # three passes, three nops became one add, ten times

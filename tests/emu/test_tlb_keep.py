@@ -14,6 +14,7 @@ so the entry for V is one the callback keeps (the page the stack pushes to).
 """
 from __future__ import annotations
 
+import pytest
 from unicorn import x86_const as X
 
 from emu.machine import Stop
@@ -114,13 +115,17 @@ def test_dirty_bit_cleared_while_away_is_set_by_the_next_write():
     m.close()
 
 
-def test_page_made_read_only_while_away_faults():
-    m, r = two_visits(between=f"mov dword ptr [{PTE_V_B}], {F1 | P | A | D}",
-                      then=f"mov dword ptr [{V + 0xF00}], 5")
+@pytest.mark.parametrize("page, pte, frame, in_b, before", [
+    (V, PTE_V_B, F1, "nop", 0),                                   # the stack's page
+    (W, PTE_W_B, F3, f"mov dword ptr [{W + 0xF00}], 7", 7),       # beside the code page
+], ids=["stack", "beside-code"])
+def test_page_made_read_only_while_away_faults(page, pte, frame, in_b, before):
+    m, r = two_visits(in_b=in_b, between=f"mov dword ptr [{pte}], {frame | P | A | D}",
+                      then=f"mov dword ptr [{page + 0xF00}], 5")
     assert r.reason is Stop.EXIT and r.exit_status == (14 << 1) | 1, (r, m.report())
-    assert m.ram.read32(RESULT) == V + 0xF00                # CR2
+    assert m.ram.read32(RESULT) == page + 0xF00             # CR2
     assert m.ram.read32(RESULT + 4) == 0b011                # present, write, supervisor
-    assert m.ram.read32(F1 + 0xF00) == 0
+    assert m.ram.read32(frame + 0xF00) == before
     m.close()
 
 
@@ -146,12 +151,3 @@ def test_page_put_back_beside_the_code_page_moved_while_away():
     assert m.cpu.reg(X.UC_X86_REG_ESI) == 0x44444444      # F4, not the kept F3
     m.close()
 
-
-def test_page_put_back_beside_the_code_page_made_read_only_while_away_faults():
-    m, r = two_visits(in_b=f"mov dword ptr [{W + 0xF00}], 7",
-                      between=f"mov dword ptr [{PTE_W_B}], {F3 | P | A | D}",
-                      then=f"mov dword ptr [{W + 0xF00}], 5")
-    assert r.reason is Stop.EXIT and r.exit_status == (14 << 1) | 1, (r, m.report())
-    assert m.ram.read32(RESULT) == W + 0xF00                # CR2
-    assert m.ram.read32(F3 + 0xF00) == 7
-    m.close()
