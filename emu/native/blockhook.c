@@ -400,9 +400,9 @@ static inline int keep_find(const struct keep_space *sp, uint64_t key)
     return -1;
 }
 
-/* Copy aside the entry `e` (slot `index` of MMU index `idx`) for `page` in this epoch's
- * space, when it may be put back later: RAM, no flag but the not-dirty mark, not part of a
- * large page. */
+/* Copy aside the entry `e` of MMU index `idx` for `page` (and its CPUIOTLBEntry `io`) in this
+ * epoch's space, when it may be put back later: RAM, no flag but the not-dirty mark, not part
+ * of a large page.  A full space gives up the slot met in use longest ago. */
 static void keep_entry(struct bh_state *s, unsigned idx, uint64_t page, const struct tlb_entry *e,
                        const uint64_t *io)
 {
@@ -535,14 +535,8 @@ static void keep_restore(struct bh_state *s, uint64_t cr3)
     }
 }
 
-/* Before a block that writes CR3 (whose flush would lose them): the entries Unicorn filled in
- * this epoch beyond those put back, kept in the space's free slots.  A fill takes an empty
- * slot (Unicorn counts the used ones) or pushes the slot's entry into the victim TLB (whose
- * next-slot counter moves on); when neither count moved since the epoch began nothing new
- * is there, else the table and the victim TLB are looked through.  So a page the space
- * touches at every switch (a task's data, the TCB of the thread it sends to) is put back at
- * the next one, let through if it may be.  Nothing kept is pushed out for them. */
-
+/* Keep the live entry `e` of MMU index `idx` if it is a RAM page not kept yet, let through
+ * if it may be.  Returns 1 when it now has a slot. */
 static int keep_fill(struct bh_state *s, unsigned idx, struct tlb_entry *e, const uint64_t *io)
 {
     uint64_t page = e->addr_read != TLB_NONE ? e->addr_read : e->addr_code;
@@ -556,6 +550,13 @@ static int keep_fill(struct bh_state *s, unsigned idx, struct tlb_entry *e, cons
     return keep_find(s->keep->cur, page | idx | 4) >= 0;
 }
 
+/* Before a block that writes CR3 (whose flush would lose them): the entries Unicorn filled in
+ * this epoch beyond those put back, kept in the space's free slots.  A fill takes an empty
+ * slot (Unicorn counts the used ones) or pushes the slot's entry into the victim TLB (whose
+ * next-slot counter moves on); when neither count moved since the epoch began nothing new
+ * is there, else the table and the victim TLB are looked through.  So a page the space
+ * touches at every switch (a task's data, the TCB of the thread it sends to) is put back at
+ * the next one, let through if it may be.  Nothing kept is pushed out for them. */
 static void keep_epoch_pages(struct bh_state *s)
 {
     struct keep_space *sp = s->keep->cur;
@@ -705,16 +706,19 @@ static inline unsigned mmu_index(const struct bh_state *s)
 /* Unicorn's TLB entry that code at `va` is fetched through in MMU index `idx`: the one in its
  * slot, or when another page of the same slot took that (a direct-mapped TLB of 64 entries
  * sees such collisions often: the kernel's code and a TCB page, say), the one in the victim
- * TLB.  NULL when neither holds it. */
+ * TLB, looked for first in slot `hint` (0-7).  NULL when neither holds it. */
 static inline const struct tlb_entry *code_entry(const struct bh_state *s, uint64_t va,
-                                                 unsigned idx)
+                                                 unsigned idx, unsigned hint)
 {
     const struct tlb_fast *f = &s->tlb[idx];
     const struct tlb_entry *e = &f->table[(va >> 12) & (f->mask >> 6)];
+    const struct tlb_entry *vt = s->tlbd[idx].vtable;
     uint64_t page = va & ~(uint64_t)0xFFF;
     if (e->addr_code == page)
         return e;
-    for (const struct tlb_entry *v = s->tlbd[idx].vtable; v < s->tlbd[idx].vtable + 8; v++)
+    if (vt[hint].addr_code == page)
+        return &vt[hint];
+    for (const struct tlb_entry *v = vt; v < vt + 8; v++)
         if (v->addr_code == page)
             return v;
     return NULL;
@@ -726,7 +730,7 @@ static inline const struct tlb_entry *code_entry(const struct bh_state *s, uint6
 static inline uint64_t code_phys(const struct bh_state *s, uint64_t va, unsigned idx)
 {
     if (!(s->cr3[1] & CR4_PAE)) {
-        const struct tlb_entry *e = code_entry(s, va, idx);
+        const struct tlb_entry *e = code_entry(s, va, idx, 0);
         if (e) {
             uint64_t off = host_off(s, e, va);
             if (off < s->ram_size)
@@ -766,15 +770,10 @@ static __attribute__((noinline)) void block_slow(void *uc, uint64_t va, uint32_t
     }
     struct va_entry *v = s->vcache && !s->vc_off ? va_slot(s, va) : NULL;
     if (v && v->epoch == s->vc_epoch && v->va == (uint32_t)va && v->size == size) {
-        const struct tlb_fast *f = &s->tlb[idx];
-        const struct tlb_entry *e = &f->table[(va >> 12) & (f->mask >> 6)];
         const struct tlb_entry *vt = s->tlbd[idx].vtable;
-        uint64_t page = va & ~(uint64_t)0xFFF;
-        if (e->addr_code != page) {                /* the victim TLB: where it was last time */
-            e = vt[v->pa & 7].addr_code == page ? &vt[v->pa & 7] : code_entry(s, va, idx);
-            if (e && e != &f->table[(va >> 12) & (f->mask >> 6)])
-                v->pa = (v->pa & ~7u) | (uint32_t)(e - vt);
-        }
+        const struct tlb_entry *e = code_entry(s, va, idx, v->pa & 7);
+        if (e && e >= vt && e < vt + 8)            /* in the victim TLB: look there first */
+            v->pa = (v->pa & ~7u) | (uint32_t)(e - vt);
         if (e && (host_off(s, e, va) & ~(uint64_t)0xFFF) == (v->pa & ~0xFFFu)) {
             icount = v->icount & ~VA_WRITES_CR3;
             flags = (v->icount & VA_WRITES_CR3) ? BLOCK_WRITES_CR3 : 0;
