@@ -126,7 +126,7 @@ class BlockState(ctypes.Structure):
         ("vcache", ctypes.c_void_p), ("vc_epoch", ctypes.c_uint32), ("vc_off", ctypes.c_uint32),
         ("vc_hits", ctypes.c_uint64), ("keep_mark", ctypes.c_uint64 * 3),
         ("keep_vmark", ctypes.c_uint64 * 3), ("kept_aside", ctypes.c_uint64),
-        ("keep_scans", ctypes.c_uint64),
+        ("keep_scans", ctypes.c_uint64), ("victim_swaps", ctypes.c_uint64),
     ]
 
 

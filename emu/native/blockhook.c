@@ -193,6 +193,7 @@ struct bh_state {
     uint64_t keep_vmark[3];     /* counter when last looked at (keep_epoch_pages) */
     uint64_t kept_aside;        /* statistics: of `kept`, those put in the victim TLB */
     uint64_t keep_scans;        /* statistics: keep_epoch_pages looking through the TLB */
+    uint64_t victim_swaps;      /* statistics: victim_swap_in */
 };
 
 #define EFLAGS_IF 0x200
@@ -601,6 +602,35 @@ static void keep_epoch_pages(struct bh_state *s)
  * tracked. */
 static const uint32_t no_esp0 = 0;     /* TSS.ESP0 when the TSS is not in RAM */
 
+/* When `page`'s entry waits in the victim TLB while another page holds its slot, swap the two,
+ * as Unicorn does at the page's next access (from the slow path of that access: a helper
+ * call out of the translated code).  For the kernel stack's page before each block: in a
+ * 64-entry TLB it often shares a slot with the kernel's code page, which Unicorn swaps in at
+ * every block it looks up, while the blocks chained after it push and pop. */
+static inline void victim_swap_in(struct bh_state *s, unsigned idx, uint64_t page)
+{
+    struct tlb_fast *f = &s->tlb[idx];
+    uint64_t index = (page >> 12) & (f->mask >> 6);
+    struct tlb_entry *e = &f->table[index];
+    if (e->addr_read == page || e->addr_read == TLB_NONE)
+        return;
+    struct tlb_desc *d = &s->tlbd[idx];
+    for (unsigned v = 0; v < 8; v++)
+        if (d->vtable[v].addr_read == page) {
+            struct tlb_entry t = *e;
+            *e = d->vtable[v];
+            d->vtable[v] = t;
+            uint64_t *io = (uint64_t *)d->iotlb + 2 * index, *vio = &d->viotlb[v].addr;
+            uint64_t a = io[0], b = io[1];
+            io[0] = vio[0];
+            io[1] = vio[1];
+            vio[0] = a;
+            vio[1] = b;
+            s->victim_swaps++;
+            return;
+        }
+}
+
 /* Clear the flag of `page`'s entry in MMU index `idx` if it may be.  Returns 1 when the
  * entry is settled (let through now or before, or never to be: not RAM, code, MMIO), 0 when
  * the page has no entry yet. */
@@ -662,6 +692,8 @@ static inline void fast_writes(struct bh_state *s, unsigned idx, uint64_t va)
         s->fastw_esp0 = NULL;
     }
     uint64_t sp = ((s->segs[2].base + (uint32_t)s->regs[4] - 4) & 0xFFFFF000u) | idx;
+    if (idx != 1)
+        victim_swap_in(s, idx, sp & ~(uint64_t)3);
     if (sp != s->fastw_done[idx] && fast_write_page(s, idx, sp & ~(uint64_t)3))
         s->fastw_done[idx] = sp;
     uint64_t cp = (va & ~(uint64_t)0xFFF) | idx;

@@ -151,3 +151,45 @@ def test_page_put_back_beside_the_code_page_moved_while_away():
     assert m.cpu.reg(X.UC_X86_REG_ESI) == 0x44444444      # F4, not the kept F3
     m.close()
 
+
+
+def test_stack_page_sharing_the_code_pages_slot_is_swapped_in():
+    """The kernel stack at W shares slot 0 with the code page 0x100000.  CR3 alternates
+    between two directories with the same mappings: at each write Unicorn refills the code
+    page to find the next block, the stack's kept entry goes back into the victim TLB, and
+    before the next block the callback swaps it into the slot (victim_swap_in), as Unicorn
+    would at the first push.  The values pushed and popped through it come out right."""
+    g = Guest(paging=True, kernel=f"""
+      mov esi, {PD}
+      mov edi, {PD_B}
+      mov ecx, 1024
+      rep movs dword ptr es:[edi], dword ptr [esi]
+      mov esp, {W + 0x1000}
+      xor esi, esi
+      mov ecx, 50
+    again:
+      mov eax, {PD_B}
+      mov cr3, eax
+      push ecx
+      jmp in_b
+    in_b:
+      pop edx
+      add esi, edx
+      mov eax, {PD}
+      mov cr3, eax
+      push ecx
+      jmp in_a
+    in_a:
+      pop edx
+      add esi, edx
+      dec ecx
+      jnz again
+      mov [{RESULT:#x}], esi
+      EXIT 0
+    """)
+    m, _ = g.build()
+    r = m.run(max_insns=100_000)
+    assert r.reason is Stop.EXIT and r.exit_status == 1, (r, m.report())
+    assert m.ram.read32(RESULT) == 50 * 51
+    assert m.cpu.bh.kept_aside > 50 and m.cpu.bh.victim_swaps > 50
+    m.close()
