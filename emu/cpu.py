@@ -531,7 +531,6 @@ class Cpu:
                         ctypes.c_uint64(1), ctypes.c_uint64(0))
         if err:
             raise EngineError(f"cannot add the block hook: {_lib.uc_strerror(err).decode()}")
-        self._block_hook = hh.value
 
     def _add_hook(self, kind: int, cb, *extra, begin: int = 1, end: int = 0) -> int:
         hh = ctypes.c_size_t()

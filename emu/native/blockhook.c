@@ -189,8 +189,8 @@ struct bh_state {
     uint32_t vc_epoch;          /* entries of another epoch are empty (0: none is valid) */
     uint32_t vc_off;            /* 1: cache nothing (Cpu.va_cache = False) */
     uint64_t vc_hits;           /* statistics */
-    uint64_t keep_mark[3];      /* per MMU index: used entries and victim TLB's next slot */
-    uint64_t keep_vmark[3];     /* counter when last looked at (keep_epoch_pages) */
+    uint64_t keep_mark[3];      /* per MMU index, just after keep_restore: the used entries */
+    uint64_t keep_vmark[3];     /* and the victim TLB's next-slot counter (keep_epoch_pages) */
     uint64_t kept_aside;        /* statistics: of `kept`, those put in the victim TLB */
     uint64_t keep_scans;        /* statistics: keep_epoch_pages looking through the TLB */
     uint64_t victim_swaps;      /* statistics: victim_swap_in */

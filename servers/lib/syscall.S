@@ -6,6 +6,17 @@
  * tools can put breakpoints on "the kernel entry" (tests/kernel/test_fastpath.py). */
 #include <l4/abi.h>
 
+/* The seven registers from the struct l4_regs at EBP, EBP last (it holds the pointer until then). */
+    .macro load_regs
+    movl 0(%ebp), %eax
+    movl 4(%ebp), %ecx
+    movl 8(%ebp), %edx
+    movl 12(%ebp), %ebx
+    movl 16(%ebp), %esi
+    movl 20(%ebp), %edi
+    movl 24(%ebp), %ebp
+    .endm
+
     .text
     .globl l4_syscall, l4_syscall_via
 l4_syscall_via:
@@ -28,13 +39,7 @@ l4_syscall:
 1:  movl l4_stubs(,%ecx,4), %eax
     pushl %ebp                      /* r, for the way back */
     pushl %eax                      /* the stub: `ret` below jumps there */
-    movl 0(%ebp), %eax
-    movl 4(%ebp), %ecx
-    movl 8(%ebp), %edx
-    movl 12(%ebp), %ebx
-    movl 16(%ebp), %esi
-    movl 20(%ebp), %edi
-    movl 24(%ebp), %ebp
+    load_regs
     ret
 
 /* l4_syscall_vsrc(r, vsrc_low, vsrc_high): ipc by int 0x30 with the virtual source of a
@@ -49,13 +54,7 @@ l4_syscall_vsrc:
     pushl %ebp                      /* r, for the way back */
     pushl 32(%esp)                  /* vsrc high */
     pushl 32(%esp)                  /* vsrc low */
-    movl 0(%ebp), %eax
-    movl 4(%ebp), %ecx
-    movl 8(%ebp), %edx
-    movl 12(%ebp), %ebx
-    movl 16(%ebp), %esi
-    movl 20(%ebp), %edi
-    movl 24(%ebp), %ebp
+    load_regs
     int $0x30
     addl $8, %esp
     jmp l4_syscall_store
