@@ -3,9 +3,10 @@
 ; Two entries serve every call (DESIGN D6): the V2 vectors `int 0x30`..`0x36` (interrupt
 ; gates: the CPU pushes EIP, CS, EFLAGS, ESP, SS and clears IF), and DPL-3 call gates
 ; (`lcall L4_GATE_*, 0`: the CPU pushes EIP, CS, ESP, SS, runs natively in the emulator and
-; leaves EFLAGS alone).  A gate entry first clears EFLAGS (IF, DF, NT, TF, AC) and rewrites its
-; frame into the interrupt frame, with EFLAGS = USER_EFLAGS, so that from then on both entries
-; are one path and every thread in the kernel has the same frame at the top of its stack:
+; leaves EFLAGS alone).  A gate entry first clears EFLAGS (IF, DF, NT, TF, AC; the ipc gate
+; only IF, see fastpath.asm) and rewrites its frame into the interrupt frame, with EFLAGS =
+; USER_EFLAGS, so that from then on both entries are one path and every thread in the kernel
+; has the same frame at the top of its stack:
 ;
 ;   TCB + 0x400 - 20:  EIP CS EFLAGS ESP SS      (the return to user mode, by iretd)
 ;   TCB + 0x400 - 52:  pushad                     (general path; FRAME_SIZE = 52)

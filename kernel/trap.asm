@@ -12,8 +12,9 @@
 ; l4_kernel_interface() expects.
 ;
 ; In kernel mode an exception is a bug (panic with the registers), except a single-step trap
-; at a call-gate entry (TF set by the user is not cleared by a call gate) and #PF in a
-; user-memory access with a fixup (ipc.asm).
+; at a call-gate entry (TF set by the user is not cleared by a call gate), the #TS of an
+; iretd with the NT flag a user set before a call gate (likewise), and #PF in a user-memory
+; access with a fixup (ipc.asm).
 
 .section .text
 exc_de:
@@ -92,8 +93,20 @@ exc_common:
     jmp exc_user
 exc_kernel:
     cmp eax, 1
+    je exc_kernel_db
+    cmp eax, 10                         ; #TS(0) at an iretd with NT set: the task return of
+    jne kernel_exception                ;  an NT the user set before a call gate (gates keep
+    test dword ptr [esp + 48], EFLAGS_NT    ; EFLAGS; fastpath.asm does not popfd): clear NT
+    jz kernel_exception                 ;  and run the iretd again
+    test edx, edx
+    jnz kernel_exception
+    cmp byte ptr [ecx], 0xCF
     jne kernel_exception
+    and dword ptr [esp + 48], 0xFFFFBFFF
+    jmp exc_kernel_return
+exc_kernel_db:
     and dword ptr [esp + 48], 0xFFFFFEFF    ; #DB in the kernel: clear TF and go on
+exc_kernel_return:
     popad
     add esp, 8
     iretd

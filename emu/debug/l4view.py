@@ -56,7 +56,7 @@ guest sees nothing: same instructions, same count).  The kernel describes them:
         old_space = "cr3" },                    # the one before (default: CR3 here)
     ]
     ipc = [
-      { symbol = "fastpath_same_space", path = "fast path",
+      { symbol = "fastpath_deliver", path = "fast path",
         sender = "esi", receiver = "eax",       # TCBs
         w0 = "edx", w1 = "ebx",                 # the two message words
         dope = "0",                             # the receiver's result (message dope)

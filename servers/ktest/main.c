@@ -120,7 +120,7 @@ int wait_state(l4_threadid_t t, unsigned state, unsigned ms)
     X(sched_priority_preempt) X(sched_round_robin) X(thread_switch_donation)                  \
     X(thread_schedule_mcp)                                                                    \
     X(hostile_kernel_memory) X(hostile_other_task_memory) X(hostile_privileged)               \
-    X(hostile_trap_flag) X(hostile_fuzz)                                                      \
+    X(hostile_trap_flag) X(hostile_nested_task) X(hostile_fuzz)                               \
     X(long_dwords) X(long_string_pagefault) X(long_cut) X(long_pf_timeout) X(long_hostile)    \
     X(long_map) X(long_cost)
 

@@ -134,6 +134,77 @@ int test_hostile_trap_flag(void)
     return 0;
 }
 
+/* The nested-task flag is not cleared by a call gate either, and the ipc gate does not popfd
+ * (kernel/fastpath.asm): an iretd with NT set would return to the TSS's back link.  The kernel
+ * takes that #TS, drops NT and goes on, whichever thread's iretd it is: the caller's own after
+ * a receive that times out (general path), the destination's after a call (fast path). */
+static volatile unsigned nt_got, nt_reply, nt_dope, nt_timeout_dope, nt_done;
+static l4_threadid_t nt_server_id;
+
+static void nt_server(void *arg)
+{
+    (void)arg;
+    l4_threadid_t client;
+    l4_umword_t w0, w1;
+    if (l4_ipc_wait(&client, L4_IPC_SHORT_MSG, &w0, &w1, L4_IPC_NEVER, 0) == 0) {
+        nt_got = w0;
+        l4_ipc_send(client, L4_IPC_SHORT_MSG, w0 + 1, 0, L4_IPC_NEVER, 0);
+    }
+    l4_sleep_forever();
+}
+
+static void nt_client(void *arg)
+{
+    (void)arg;
+    l4_umword_t dope, w0;
+    /* an open receive with a zero timeout, NT set */
+    __asm__ __volatile__("pushl %%ebp\n\t"
+                         "pushfl\n\t"
+                         "orl $0x4000, (%%esp)\n\t"
+                         "popfl\n\t"
+                         "movl $1, %%ebp\n\t"
+                         "lcall $" L4_STR(L4_GATE_IPC) ", $0\n\t"
+                         "popl %%ebp"
+                         : "=a"(dope)
+                         : "a"(~0u), "c"(l4_ipc_timeout(~0u, 0)), "S"(0), "D"(0)
+                         : "ebx", "edx", "memory", "cc");
+    nt_timeout_dope = dope;
+    /* a call to a server in an open wait (the fast path), NT set */
+    __asm__ __volatile__("pushl %%ebp\n\t"
+                         "pushfl\n\t"
+                         "orl $0x4000, (%%esp)\n\t"
+                         "popfl\n\t"
+                         "xorl %%ebp, %%ebp\n\t"
+                         "lcall $" L4_STR(L4_GATE_IPC) ", $0\n\t"
+                         "popl %%ebp"
+                         : "=a"(dope), "=d"(w0)
+                         : "a"(0), "c"(0), "S"(nt_server_id.low), "D"(nt_server_id.high),
+                           "d"(0x1234), "b"(0)
+                         : "memory", "cc");
+    nt_dope = dope;
+    nt_reply = w0;
+    nt_done = 1;
+    l4_sleep_forever();
+}
+
+int test_hostile_nested_task(void)
+{
+    nt_got = nt_reply = nt_done = 0;
+    nt_dope = nt_timeout_dope = ~0u;
+    nt_server_id = spawn(31, nt_server, 0);
+    sleep_ms(2);                                    /* in its open wait */
+    l4_threadid_t c = spawn(30, nt_client, 0);
+    sleep_ms(2);
+    CHECK(nt_timeout_dope == L4_IPC_RETIMEOUT, "the receive with NT set: dope %#x, state %#x",
+          nt_timeout_dope, state_of(c));
+    CHECK(nt_done && nt_got == 0x1234 && nt_reply == 0x1235 && nt_dope == 0,
+          "the call with NT set: done %u, sent %#x, reply %#x, dope %#x", nt_done, nt_got,
+          nt_reply, nt_dope);
+    kill(30);
+    kill(31);
+    return 0;
+}
+
 /* -- fuzzing -------------------------------------------------------------------------------- */
 #define FUZZ_CALLS 3000
 static volatile unsigned fuzz_calls, fuzz_seed;

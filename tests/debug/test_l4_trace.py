@@ -150,9 +150,9 @@ def test_trace_ipc_needs_the_l4_kernel(tmp_path):
 
 def test_the_trace_section_is_checked():
     layout = find_layout(None, None)
-    assert {p.symbol for p in layout.trace["ipc"]} == {"fastpath_same_space", "ipc_transfer",
+    assert {p.symbol for p in layout.trace["ipc"]} == {"fastpath_deliver", "ipc_transfer",
                                                        "lipc_transfer"}
-    assert {p.symbol for p in layout.trace["ctx"]} == {"resume_tcb", "fastpath_same_space"}
+    assert {p.symbol for p in layout.trace["ctx"]} == {"resume_tcb", "fastpath_deliver"}
     base = '[symbols]\ntcbs = 0\n[tcb.fields]\nid = { offset = 0 }\n'
     ok = parse_layout(base + '[trace]\nfields = { m = 4 }\n'
                       'ipc = { symbol = "x", sender = "eax", receiver = "tcb:m of ebx" }\n')

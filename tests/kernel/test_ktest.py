@@ -33,7 +33,7 @@ GUEST_TESTS = [
     "sched_priority_preempt", "sched_round_robin", "thread_switch_donation",
     "thread_schedule_mcp",
     "hostile_kernel_memory", "hostile_other_task_memory", "hostile_privileged",
-    "hostile_trap_flag", "hostile_fuzz",
+    "hostile_trap_flag", "hostile_nested_task", "hostile_fuzz",
     "long_dwords", "long_string_pagefault", "long_cut", "long_pf_timeout", "long_hostile",
     "long_map", "long_cost",
 ]
