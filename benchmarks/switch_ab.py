@@ -13,7 +13,9 @@ with `git archive` (the image's kernel and servers are built from the files next
 With `--slow-stores`, every image is measured a second time in each round with the fast
 guest stores of emu/native/blockhook.c turned off (`Cpu.fast_stores`), on the same machine;
 with `--no-keep`, with the TLB entries kept across CR3 writes turned off (`Cpu.keep_tlb`);
-with `--no-va-cache`, with block counts looked up in the count table only (`Cpu.va_cache`).
+with `--no-va-cache`, with block counts looked up in the count table only (`Cpu.va_cache`);
+with `--exit-checks`, with Unicorn's check for a stop request after every guest memory
+access translated into every block (`Cpu.lean_blocks`).
 Each such variant also gets its time per switch divided by the default's of the same round,
 the median of those ratios being the steadiest figure for a small difference (many short
 rounds: `--rounds 61 --iters 2500 --floor-iterations 10000`).
@@ -41,6 +43,7 @@ SWITCHES = [
     ("--slow-stores", "fast_stores", "the fast guest stores off"),
     ("--no-keep", "keep_tlb", "the TLB entries not kept across CR3 writes"),
     ("--no-va-cache", "va_cache", "block counts not cached by address"),
+    ("--exit-checks", "lean_blocks", "Unicorn's exit checks after every memory access"),
 ]
 
 

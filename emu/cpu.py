@@ -127,6 +127,8 @@ class BlockState(ctypes.Structure):
         ("vc_hits", ctypes.c_uint64), ("keep_mark", ctypes.c_uint64 * 3),
         ("keep_vmark", ctypes.c_uint64 * 3), ("kept_aside", ctypes.c_uint64),
         ("keep_scans", ctypes.c_uint64), ("victim_swaps", ctypes.c_uint64),
+        ("bps", ctypes.c_void_p), ("n_bps", ctypes.c_uint32), ("bp_off", ctypes.c_uint32),
+        ("bp_skip", ctypes.c_uint64), ("bp_at", ctypes.c_uint64),
     ]
 
 
@@ -152,10 +154,31 @@ class DeliveryState(ctypes.Structure):
     ]
 
 
-STOP_NONE, STOP_BUDGET, STOP_MISS, STOP_WATCH, STOP_LIMIT = 0, 1, 3, 4, 5
+STOP_NONE, STOP_BUDGET, STOP_MISS, STOP_WATCH, STOP_LIMIT, STOP_BREAK = 0, 1, 3, 4, 5, 6
 NO_PA = (1 << 64) - 1                    # a block outside RAM (or under PAE paging)
 NO_VA = (1 << 64) - 1                    # BlockState.last_va when no block ran last
 NO_LIMIT = (1 << 64) - 1
+
+
+def _find_no_exit_request(uch: int) -> Optional[ctypes.c_uint8]:
+    """Unicorn's `uc->no_exit_request` (include/uc_priv.h, 2.1.4), found by the fields before
+    it, whose values are known: target_page_size 4096, target_page_align 4095, the host page
+    sizes 4096 and 4096, the icache line size, context_content, cpu_context_size (what
+    uc_context_size reports, less its 40-byte header), next_pc, then the bools hook_insert 0,
+    first_tb, no_exit_request 0, init_done 1.  None when the layout
+    is not that one: the checks then stay on (slower, never wrong)."""
+    raw = ctypes.string_at(uch, 4096)
+    head = struct.pack("<IIQQ", 4096, 4095, 4096, 4096)
+    for at in range(0, len(raw) - 56, 8):
+        if raw[at:at + 24] != head:
+            continue
+        line, content, ctx_size = struct.unpack_from("<iii", raw, at + 24)
+        if line not in (32, 64, 128) or ctx_size + 40 != _lib.uc_context_size(uch):
+            continue
+        hook_insert, _first_tb, flag, init_done = raw[at + 48:at + 52]
+        if (hook_insert, flag, init_done) == (0, 0, 1):
+            return ctypes.c_uint8.from_address(uch + at + 50)
+    return None
 
 
 def _load_native():
@@ -423,6 +446,11 @@ class Cpu:
         self.on_io: Optional[Callable[[str, int, int, int], None]] = None
         self._watch_hook: Optional[int] = None
         self.a20 = True
+        self._bps = None                            # the native breakpoint array (kept alive)
+        self._exit_flag = _find_no_exit_request(self.h.value)
+        self._exit_check_reasons: set[str] = set()
+        if self._exit_flag is not None:
+            self._exit_flag.value = 1               # no hook needs them yet
         self._install_block_hook()
         self._install_hooks()
         for base, size, dev in mmio.regions:
@@ -524,6 +552,7 @@ class Cpu:
         st.segs = self.env.addr + OFF_SEGS
         st.fastw = 1
         st.fastw_cr3 = NO_VA
+        st.bp_skip = NO_VA
         hh = ctypes.c_size_t()
         err = _hook_add(self.h, ctypes.byref(hh), unicorn.UC_HOOK_BLOCK,
                         ctypes.cast(lib.l4emu_block_cb, ctypes.c_void_p),
@@ -632,12 +661,67 @@ class Cpu:
         self.flush_tlb()
         self.code_written()
 
+    # -- breakpoints and Unicorn's exit checks ----------------------------------------------
+    def set_breakpoints(self, addrs) -> None:
+        """The addresses where a run stops, before the instruction (the native callback checks
+        each block it is about to run: blockhook.c, STOP_BREAK)."""
+        st = self.bh
+        st.n_bps = 0
+        found = sorted({a & 0xFFFFFFFF for a in addrs})
+        self._bps = (ctypes.c_uint32 * len(found))(*found) if found else None
+        st.bps = ctypes.addressof(self._bps) if found else None
+        st.n_bps = len(found)
+        self.forget_last_block()
+
+    def start_at_breakpoint(self) -> None:
+        """The next run starts at a breakpoint, at a block boundary: its first block runs."""
+        self.bh.bp_skip = self.env.eip & 0xFFFFFFFF
+
+    @property
+    def exit_checks(self) -> bool:
+        """Whether Unicorn checks for a stop request after every guest memory access and after
+        every code hook (tcg-op.c check_exit_request), in blocks translated from now on.  A
+        stop from a block hook takes effect before its block either way (the check at every
+        block's start stays); the checks are only needed while a code hook or a memory hook
+        must stop the run within a block: Unicorn's instruction counter (single steps),
+        watchpoints, the I/O permission hooks.  Without them a guest instruction that
+        touches memory costs the host a helper call less (docs/benchmarking.md)."""
+        return self._exit_flag is None or self._exit_flag.value == 0
+
+    @property
+    def lean_blocks(self) -> bool:
+        """Whether blocks are translated without the exit checks while nothing needs them
+        (on by default; off for a comparison: benchmarks/switch_ab.py --exit-checks)."""
+        return "host" not in self._exit_check_reasons
+
+    @lean_blocks.setter
+    def lean_blocks(self, on: bool) -> None:
+        self.need_exit_checks("host", not on)
+        self.code_written()
+
+    def need_exit_checks(self, reason: str, needed: bool) -> None:
+        """Turn the checks on while any `reason` needs them: when they come on, every
+        translation is dropped so that no block without them can run; when the last reason
+        goes, blocks translated meanwhile keep theirs (harmless) until they are dropped."""
+        before = bool(self._exit_check_reasons)
+        if needed:
+            self._exit_check_reasons.add(reason)
+        else:
+            self._exit_check_reasons.discard(reason)
+        after = bool(self._exit_check_reasons)
+        if self._exit_flag is None or before == after:
+            return
+        self._exit_flag.value = 0 if after else 1
+        if after:
+            self.code_written()
+
     # -- watchpoints ------------------------------------------------------------------------
     def watch_code_hook(self, enable: bool) -> None:
         """While watchpoints exist, a native code hook over all code stops the run right after
         the instruction whose access hit one (research/unicorn.md: a code hook runs before its
         instruction, and a stop from it takes effect before that instruction)."""
         if enable and self._watch_hook is None:
+            self.need_exit_checks("watch", True)
             hh = ctypes.c_size_t()
             err = _hook_add(self.h, ctypes.byref(hh), unicorn.UC_HOOK_CODE,
                             ctypes.cast(self._native.l4emu_code_cb, ctypes.c_void_p),
@@ -652,6 +736,7 @@ class Cpu:
                 _lib.uc_hook_del(self.h, ctypes.c_size_t(self._watch_hook))
             self._watch_hook = None
             self.code_written()
+            self.need_exit_checks("watch", False)
 
     def map_mmio(self, base: int, size: int) -> None:
         bus = self.mmio
@@ -823,12 +908,18 @@ class Cpu:
         return _lib.uc_emu_start(self.h, self.env.eip & 0xFFFFFFFF, 0, 0, 0)
 
     def run_counted(self, n: int) -> int:
-        """Execute at most `n` instructions with Unicorn's exact counter (for single steps)."""
+        """Execute at most `n` instructions with Unicorn's exact counter (for single steps;
+        it stops from a code hook, so the exit checks come on until `end_counted`)."""
+        self.need_exit_checks("counted", True)
         st = self.bh
         st.budget = 0 if self.stop_requested else 1 << 62
         st.fast_bound = 0
         st.stopped = STOP_NONE
         return _lib.uc_emu_start(self.h, self.env.eip & 0xFFFFFFFF, 0, 0, n)
+
+    def end_counted(self) -> None:
+        """No more runs with Unicorn's counter (its hook is gone): the exit checks may go."""
+        self.need_exit_checks("counted", False)
 
     def request_stop(self) -> None:
         """Stop before the next block (callable from any hook); `clear_stop()` undoes it."""
@@ -980,6 +1071,7 @@ class Cpu:
                     found.append(addr)
         if not found:
             return
+        self.need_exit_checks("io", True)       # the hooks stop the run before a denied access
         for addr in found:
             self._io_hooked.add(addr)
             self._add_hook(unicorn.UC_HOOK_CODE, self._io_code_cb, begin=addr, end=addr)

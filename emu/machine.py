@@ -24,8 +24,8 @@ from unicorn import x86_const as X
 
 from .bus import Device, InterruptPin, IrqBus, MmioBus, PortBus
 from .clock import DEFAULT_IPS, Clock
-from .cpu import (GP, NO_LIMIT, STOP_BUDGET, STOP_LIMIT, STOP_MISS, STOP_NONE, STOP_WATCH, Cpu,
-                  Shutdown)
+from .cpu import (GP, NO_LIMIT, STOP_BREAK, STOP_BUDGET, STOP_LIMIT, STOP_MISS, STOP_NONE,
+                  STOP_WATCH, Cpu, Shutdown)
 from .devices.ata import AtaChannel, AtaDisk
 from .devices.cga import CgaText
 from .devices.debugexit import DebugExit
@@ -78,7 +78,6 @@ class Breakpoint:
     addr: int
     temporary: bool = False
     hits: int = 0
-    handle: int = 0
 
 
 @dataclass
@@ -157,8 +156,6 @@ class Machine:
         self.exit_status: Optional[int] = None
         self._stop_reason: Optional[Stop] = None
         self._stop_detail = ""
-        self._bp_hit: Optional[int] = None
-        self._bp_cb = None
         self._counted_mode = False
         self._exit_at: Optional[int] = None
         #: Instructions left in a block that a stop cut short (a limit, a breakpoint, a
@@ -282,30 +279,36 @@ class Machine:
 
     # -- breakpoints ---------------------------------------------------------------------
     def add_breakpoint(self, addr: int, temporary: bool = False) -> Breakpoint:
+        """Stop before the instruction at linear `addr` (any address space).  The native block
+        callback checks every block it is about to run against the breakpoints (blockhook.c):
+        no code hook, so no translation is dropped and the run keeps its speed."""
         bp = self.breakpoints.get(addr)
         if bp is None:
-            if self._bp_cb is None:
-                self._bp_cb = self._on_breakpoint
             bp = Breakpoint(addr, temporary)
-            bp.handle = self.cpu.uc.hook_add(unicorn.UC_HOOK_CODE, self._bp_cb,
-                                             begin=addr, end=addr)
             self.breakpoints[addr] = bp
-            self.cpu.code_written()     # blocks already translated must see the hook
+            self.cpu.set_breakpoints(self.breakpoints)
         return bp
 
     def remove_breakpoint(self, addr: int) -> None:
-        bp = self.breakpoints.pop(addr, None)
-        if bp is not None:
-            with self.cpu._guard_spurious():
-                self.cpu.uc.hook_del(bp.handle)
+        if self.breakpoints.pop(addr, None) is not None:
+            self.cpu.set_breakpoints(self.breakpoints)
 
-    def _on_breakpoint(self, uc, address, size, user) -> None:
-        if self._counted_mode or self.suspend_points:
-            return
-        addr = address & 0xFFFFFFFF
-        if self._bp_hit is None:
-            self._bp_hit = addr
-            uc.emu_stop()
+    def _breakpoint_stop(self) -> Optional[RunResult]:
+        """The native callback stopped before a block that holds a breakpoint.  At the block's
+        first instruction that is the stop; inside it, the block's instructions up to the
+        breakpoint run one at a time (the rest stay partial, as after any stop mid-block)."""
+        cpu, st = self.cpu, self.cpu.bh
+        at = st.bp_at & 0xFFFFFFFF
+        if at == cpu.eip:
+            bp = self.breakpoints.get(at)
+            if bp is not None:
+                bp.hits += 1
+            return self._finish(Stop.BREAKPOINT, f"breakpoint at {at:#010x}")
+        self._partial = st.cut_icount
+        r = self._step_exact(st.cut_icount, events=False, breakpoints=True)
+        if r is None:
+            self._leave_counted_mode()      # the block left before the breakpoint (a trap)
+        return r
 
     # -- watchpoints --------------------------------------------------------------------------
     def add_watchpoint(self, addr: int, length: int = 4, kind: str = "w") -> Watchpoint:
@@ -363,14 +366,18 @@ class Machine:
         cpu.clear_stop()
         cpu.watch_writes()
         cpu.io_frozen = False
+        cpu.bh.bp_off = 1 if self.suspend_points else 0
         resuming = True
         if self.breakpoints and cpu.eip in self.breakpoints and not self.suspend_points:
             # Resuming from a breakpoint: execute the instruction under it first.
-            r = self.step(1)
-            if r.reason is not Stop.STEPPED:
-                return r
-            self._leave_counted_mode()
-            resuming = False
+            if self._partial:
+                r = self.step(1)
+                if r.reason is not Stop.STEPPED:
+                    return r
+                self._leave_counted_mode()
+                resuming = False
+            else:
+                cpu.start_at_breakpoint()   # at a block boundary: its block runs
         # A block that would end past the limit is not run whole: the run stops before it
         # and finishes it one instruction at a time, so a limited run ends exactly at the
         # limit and is a prefix of the unlimited run.
@@ -466,13 +473,6 @@ class Machine:
             return None
         if st.stopped == STOP_WATCH or self._watch_pending is not None:
             return self._watch_stop()
-        if self._bp_hit is not None:
-            addr, self._bp_hit = self._bp_hit, None
-            self._partial = cpu.retire_partial(addr)
-            bp = self.breakpoints.get(addr)
-            if bp is not None:
-                bp.hits += 1
-            return self._finish(Stop.BREAKPOINT, f"breakpoint at {addr:#010x}")
         if err:
             cpu.retire_partial(cpu.eip)
             return self._finish(Stop.ENGINE_ERROR, _engine_error_text(err, cpu))
@@ -483,6 +483,8 @@ class Machine:
         if stopped == STOP_LIMIT:
             self._partial = st.cut_icount
             return self._step_exact(st.limit - st.total, events=False)
+        if stopped == STOP_BREAK:
+            return self._breakpoint_stop()
         if stopped == STOP_BUDGET:
             if self._stop_reason is None:
                 cpu.clear_stop()        # a device's stop that the machine did not adopt
@@ -538,8 +540,11 @@ class Machine:
             # Unicorn's counting hook only sees blocks translated after it exists: drop every
             # translation, and create the hook with a counted run that stops before its first
             # block, so that blocks translated from here on (even by `_block_icount`) have it.
+            # Breakpoints are checked here, one instruction at a time, not natively.
+            cpu.need_exit_checks("counted", True)
             cpu.code_written()
             self._counted_mode = True
+            st.bp_off = 1
             cpu.request_stop()
             cpu.run_counted(1)
             cpu.clear_stop()
@@ -620,6 +625,8 @@ class Machine:
             cpu.request_stop()
             cpu.run(0)
             cpu.clear_stop()
+        cpu.end_counted()
+        cpu.bh.bp_off = 1 if self.suspend_points else 0
 
     # -- snapshots --------------------------------------------------------------------------------
     def save_state(self) -> "Snapshot":

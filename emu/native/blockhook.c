@@ -6,6 +6,7 @@
  *   - stops the run before the block when the instruction budget is spent (the host asks for
  *     a stop by zeroing the budget; uc_emu_stop from a block hook takes effect before the
  *     block executes);
+ *   - stops it before a block that holds a breakpoint (the host steps up to one inside it);
  *   - otherwise adds the block's instruction count to the retired-instruction total.
  * Instruction counts per block come from a table keyed by the block's physical address and
  * size (the virtual address is translated through the live page tables, so a page mapped
@@ -116,7 +117,8 @@ struct seg_cache {
     uint32_t flags;
 };
 
-enum { STOP_NONE = 0, STOP_BUDGET = 1, STOP_MISS = 3, STOP_WATCH = 4, STOP_LIMIT = 5 };
+enum { STOP_NONE = 0, STOP_BUDGET = 1, STOP_MISS = 3, STOP_WATCH = 4, STOP_LIMIT = 5,
+       STOP_BREAK = 6 };
 
 /* Per-frame write state: protected on the host, volatile, and a count of write faults. */
 /* WS_CODE: the frame has held counted code (never cleared).  WS_FASTW: stores to it have been
@@ -194,6 +196,15 @@ struct bh_state {
     uint64_t kept_aside;        /* statistics: of `kept`, those put in the victim TLB */
     uint64_t keep_scans;        /* statistics: keep_epoch_pages looking through the TLB */
     uint64_t victim_swaps;      /* statistics: victim_swap_in */
+    /* Breakpoints (Machine.add_breakpoint), checked here rather than by code hooks: a block
+     * that holds one is not run; the run stops before it (STOP_BREAK), and the host steps
+     * up to a breakpoint inside the block.  No code hook means Unicorn need not check for a
+     * stop after every instruction and memory access (Cpu.exit_checks). */
+    const uint32_t *bps;        /* their addresses, sorted, or NULL */
+    uint32_t n_bps;
+    uint32_t bp_off;            /* 1: they do not stop the run (stepping, replay) */
+    uint64_t bp_skip;           /* the one the run starts at: its block runs (NO_VA: none) */
+    uint64_t bp_at;             /* STOP_BREAK: the breakpoint's address */
 };
 
 #define EFLAGS_IF 0x200
@@ -772,6 +783,23 @@ static inline uint64_t code_phys(const struct bh_state *s, uint64_t va, unsigned
     return phys_of(s, (uint32_t)va);
 }
 
+/* The first breakpoint in [va, va + size), other than `skip` at va; NO_VA if none. */
+static uint64_t breakpoint_in(const struct bh_state *s, uint64_t va, uint32_t size,
+                              uint64_t skip)
+{
+    uint32_t lo = 0, hi = s->n_bps;
+    while (lo < hi) {                         /* the first address >= va */
+        uint32_t mid = (lo + hi) / 2;
+        if (s->bps[mid] < va)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < s->n_bps && s->bps[lo] == va && va == skip)
+        lo++;
+    return lo < s->n_bps && s->bps[lo] < va + size ? s->bps[lo] : NO_VA;
+}
+
 static void miss(void *uc, struct bh_state *s, uint64_t va, uint64_t pa, uint32_t f1,
                  uint32_t size)
 {
@@ -794,6 +822,7 @@ static __attribute__((noinline)) void block_slow(void *uc, uint64_t va, uint32_t
         return;
     }
     uint32_t icount, flags = 0;
+    int repeat = 1;
     unsigned idx = mmu_index(s);
     if (unlikely(s->once_icount) && va == s->once_va && size == s->once_size) {
         icount = s->once_icount;
@@ -857,13 +886,27 @@ static __attribute__((noinline)) void block_slow(void *uc, uint64_t va, uint32_t
         i = (i + 1) & s->mask;
     }
 count:
+    if (unlikely(s->n_bps) && !s->bp_off) {
+        uint64_t skip = s->bp_skip;
+        s->bp_skip = NO_VA;
+        uint64_t at = breakpoint_in(s, va, size, skip);
+        if (at != NO_VA) {
+            s->bp_at = at;
+            s->cut_icount = icount;
+            stop(uc, s, STOP_BREAK);
+            return;
+        }
+        if (skip == va)
+            repeat = 0;                        /* it holds a breakpoint: never run it again
+                                                  without looking */
+    }
     if (s->total + icount > s->limit) {
         s->cut_icount = icount;
         stop(uc, s, STOP_LIMIT);
         return;
     }
     s->total += icount;
-    s->last_va = va;
+    s->last_va = repeat ? va : NO_VA;
     s->last_size = size;
     s->last_icount = icount;
     if (s->fastw) {

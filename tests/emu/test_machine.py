@@ -51,6 +51,66 @@ def test_breakpoint_hits_every_iteration():
     assert r.reason is Stop.EXIT and r.insns == reference_count()
 
 
+def test_breakpoint_at_a_block_start_hits_every_iteration():
+    """A breakpoint on a loop block's first instruction stops each time round, not only the
+    first: the block that holds it never runs again unchecked (blockhook.c)."""
+    m, syms = build()
+    bp = m.add_breakpoint(syms["again"])
+    hits = 0
+    while True:
+        r = m.run()
+        if r.reason is not Stop.BREAKPOINT:
+            break
+        hits += 1
+        assert m.cpu.eip == syms["again"] and r.insns == 11 + 5 * (hits - 1)
+    assert hits == 5 and bp.hits == 5
+    assert r.reason is Stop.EXIT and r.insns == reference_count()
+
+
+def test_exit_checks_only_while_a_hook_must_stop_within_a_block():
+    """Unicorn's check for a stop after every memory access is translated into blocks only
+    while something must stop a run inside a block: single steps (Unicorn's counter) and
+    watchpoints; breakpoints need none (the block callback stops before their block)."""
+    m, syms = build()
+    assert not m.cpu.exit_checks
+    m.run(until=syms["again"])                 # inside the first block: stepped to
+    assert m.cpu.exit_checks
+    m.add_breakpoint(syms["again"])            # the loop block's start from now on
+    assert m.run().reason is Stop.BREAKPOINT and not m.cpu.exit_checks
+    m.step(2)
+    assert m.cpu.exit_checks
+    assert m.run().reason is Stop.BREAKPOINT and not m.cpu.exit_checks
+    m.remove_breakpoint(syms["again"])
+    wp = m.add_watchpoint(0x7000, 4, "w")
+    assert m.cpu.exit_checks
+    assert m.run().reason is Stop.WATCHPOINT and m.cpu.eip == syms["again"] + 7
+    m.remove_watchpoint(wp)
+    assert not m.cpu.exit_checks
+    assert m.run().insns == reference_count()
+
+
+def test_without_exit_checks_a_memory_hook_stop_waits_for_the_block_end():
+    """What the checks are for (and that the flag found in Unicorn's state is the one): a
+    stop requested by a memory hook takes effect right after the access with them, at the
+    next block without them."""
+    import unicorn
+    from unicorn import x86_const as X
+
+    from emu.cpu import STOP_MISS
+    for checks, ecx in ((True, 4), (False, 3)):
+        m, syms = build()
+        m.run(until=syms["again"])             # inside the first block, stepped to
+        m.run(until=syms["again"])             # the loop block's start, second time round
+        assert m.cpu.uc.reg_read(X.UC_X86_REG_ECX) == 4
+        m.cpu.lean_blocks = not checks         # (drops every translation)
+        m.cpu.fast_stores = False              # stores take the path memory hooks see
+        m.cpu.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE, lambda uc, *a: uc.emu_stop(),
+                          begin=0x7000, end=0x7003)
+        while m.cpu.run(1 << 40) == 0 and m.cpu.bh.stopped == STOP_MISS:
+            m.cpu.learn_block()                # until the store asks for the stop
+        assert m.cpu.uc.reg_read(X.UC_X86_REG_ECX) == ecx, checks   # `dec ecx` ran or not
+
+
 def test_step_is_exact_and_composes_with_run():
     """step(n) retires exactly n instructions; stepping then running gives the same total."""
     m, syms = build()

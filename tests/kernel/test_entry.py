@@ -21,7 +21,10 @@ def test_timer_interrupt_at_a_call_gate_entry():
         r = m.run(max_insns=200_000_000, until=lcall)
         assert r.reason is Stop.BREAKPOINT, (r.reason, r.detail)
     assert m.cpu.cpl == 3
-    # A timer tick now is taken at the next block boundary with IF set: the gate's target.
+    # The breakpoint stopped at a block boundary, before the lcall: execute it, and a timer
+    # tick is then taken at the next block boundary with IF set: the gate's target.
+    r = m.step(1)
+    assert r.reason is Stop.STEPPED and m.cpu.cpl == 0 and m.cpu.eip == gate
     m.irqs.line(0).pulse()
     r = m.run(max_insns=100, until=irq0)
     assert r.reason is Stop.BREAKPOINT, (r.reason, r.detail)
