@@ -673,9 +673,10 @@ class Cpu:
         st.n_bps = len(found)
         self.forget_last_block()
 
-    def start_at_breakpoint(self) -> None:
-        """The next run starts at a breakpoint, at a block boundary: its first block runs."""
-        self.bh.bp_skip = self.env.eip & 0xFFFFFFFF
+    def start_at_breakpoint(self, yes: bool) -> None:
+        """Whether the next run starts at a breakpoint, at a block boundary: then the block
+        there runs (once: the callback forgets it at the first block it checks)."""
+        self.bh.bp_skip = self.env.eip & 0xFFFFFFFF if yes else NO_VA
 
     @property
     def exit_checks(self) -> bool:

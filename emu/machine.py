@@ -305,7 +305,9 @@ class Machine:
                 bp.hits += 1
             return self._finish(Stop.BREAKPOINT, f"breakpoint at {at:#010x}")
         self._partial = st.cut_icount
-        r = self._step_exact(st.cut_icount, events=False, breakpoints=True)
+        # The block's own first instruction is a breakpoint only if this run started there.
+        r = self._step_exact(st.cut_icount, events=False, breakpoints=True,
+                             resuming=cpu.eip in self.breakpoints)
         if r is None:
             self._leave_counted_mode()      # the block left before the breakpoint (a trap)
         return r
@@ -368,16 +370,16 @@ class Machine:
         cpu.io_frozen = False
         cpu.bh.bp_off = 1 if self.suspend_points else 0
         resuming = True
-        if self.breakpoints and cpu.eip in self.breakpoints and not self.suspend_points:
-            # Resuming from a breakpoint: execute the instruction under it first.
-            if self._partial:
-                r = self.step(1)
-                if r.reason is not Stop.STEPPED:
-                    return r
-                self._leave_counted_mode()
-                resuming = False
-            else:
-                cpu.start_at_breakpoint()   # at a block boundary: its block runs
+        at_breakpoint = cpu.eip in self.breakpoints and not self.suspend_points
+        # Resuming from a breakpoint: execute the instruction under it first.  At a block
+        # boundary the callback lets its block run once; inside a block, it is stepped.
+        cpu.start_at_breakpoint(at_breakpoint and not self._partial)
+        if at_breakpoint and self._partial:
+            r = self.step(1)
+            if r.reason is not Stop.STEPPED:
+                return r
+            self._leave_counted_mode()
+            resuming = False
         # A block that would end past the limit is not run whole: the run stops before it
         # and finishes it one instruction at a time, so a limited run ends exactly at the
         # limit and is a prefix of the unlimited run.

@@ -199,7 +199,7 @@ struct bh_state {
     /* Breakpoints (Machine.add_breakpoint), checked here rather than by code hooks: a block
      * that holds one is not run; the run stops before it (STOP_BREAK), and the host steps
      * up to a breakpoint inside the block.  No code hook means Unicorn need not check for a
-     * stop after every instruction and memory access (Cpu.exit_checks). */
+     * stop after every code hook and memory access (Cpu.exit_checks). */
     const uint32_t *bps;        /* their addresses, sorted, or NULL */
     uint32_t n_bps;
     uint32_t bp_off;            /* 1: they do not stop the run (stepping, replay) */

@@ -2,6 +2,8 @@
 exact counts across all of them (DESIGN D10)."""
 from __future__ import annotations
 
+import pytest
+
 from emu.machine import Stop
 from tests.guest import Guest
 
@@ -36,34 +38,34 @@ def test_run_until_stops_before_the_address_with_exact_count():
     assert m.run().insns == reference_count()  # resuming gives the same total
 
 
-def test_breakpoint_hits_every_iteration():
+@pytest.mark.parametrize("offset", [2, 0], ids=["inside-a-block", "at-a-block-start"])
+def test_breakpoint_hits_every_iteration(offset):
+    """A breakpoint stops each time round the loop: inside the loop block (the machine steps
+    up to it), and at its first instruction (the block that holds it never runs again
+    unchecked: blockhook.c)."""
     m, syms = build()
-    bp = m.add_breakpoint(syms["again"] + 2)   # mov [0x7000], eax
+    bp = m.add_breakpoint(syms["again"] + offset)   # +2: mov [0x7000], eax
     hits = 0
     while True:
         r = m.run()
         if r.reason is not Stop.BREAKPOINT:
             break
         hits += 1
-        assert m.cpu.eip == syms["again"] + 2
-        assert r.insns == 11 + 1 + 5 * (hits - 1)
+        assert m.cpu.eip == syms["again"] + offset
+        assert r.insns == 11 + (1 if offset else 0) + 5 * (hits - 1)
     assert hits == 5 and bp.hits == 5
     assert r.reason is Stop.EXIT and r.insns == reference_count()
 
 
-def test_breakpoint_at_a_block_start_hits_every_iteration():
-    """A breakpoint on a loop block's first instruction stops each time round, not only the
-    first: the block that holds it never runs again unchecked (blockhook.c)."""
+def test_two_breakpoints_in_one_block_stop_in_turn():
+    """Resumed at a breakpoint at a block's start, the run stops at the next one inside it."""
     m, syms = build()
-    bp = m.add_breakpoint(syms["again"])
-    hits = 0
-    while True:
-        r = m.run()
-        if r.reason is not Stop.BREAKPOINT:
-            break
-        hits += 1
-        assert m.cpu.eip == syms["again"] and r.insns == 11 + 5 * (hits - 1)
-    assert hits == 5 and bp.hits == 5
+    m.add_breakpoint(syms["again"])
+    m.add_breakpoint(syms["again"] + 2)
+    seen = []
+    while (r := m.run()).reason is Stop.BREAKPOINT:
+        seen.append((m.cpu.eip - syms["again"], r.insns))
+    assert seen == [(off, 11 + (1 if off else 0) + 5 * i) for i in range(5) for off in (0, 2)]
     assert r.reason is Stop.EXIT and r.insns == reference_count()
 
 
