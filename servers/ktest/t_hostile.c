@@ -137,7 +137,8 @@ int test_hostile_trap_flag(void)
 /* The nested-task flag is not cleared by a call gate either, and the ipc gate does not popfd
  * (kernel/fastpath.asm): an iretd with NT set would return to the TSS's back link.  The kernel
  * takes that #TS, drops NT and goes on, whichever thread's iretd it is: the caller's own after
- * a receive that times out (general path), the destination's after a call (fast path). */
+ * a receive that times out (general path), the destination's after a call (fast path).  TF is
+ * set too: its #DB at the ipc gate's entry drops it. */
 static volatile unsigned nt_got, nt_reply, nt_dope, nt_timeout_dope, nt_done;
 static l4_threadid_t nt_server_id;
 
@@ -157,24 +158,24 @@ static void nt_client(void *arg)
 {
     (void)arg;
     l4_umword_t dope, w0;
-    /* an open receive with a zero timeout, NT set */
+    /* an open receive with a zero timeout, NT and TF set (TF traps after the lcall) */
     __asm__ __volatile__("pushl %%ebp\n\t"
-                         "pushfl\n\t"
-                         "orl $0x4000, (%%esp)\n\t"
-                         "popfl\n\t"
                          "movl $1, %%ebp\n\t"
+                         "pushfl\n\t"
+                         "orl $0x4100, (%%esp)\n\t"
+                         "popfl\n\t"
                          "lcall $" L4_STR(L4_GATE_IPC) ", $0\n\t"
                          "popl %%ebp"
                          : "=a"(dope)
                          : "a"(~0u), "c"(l4_ipc_timeout(~0u, 0)), "S"(0), "D"(0)
                          : "ebx", "edx", "memory", "cc");
     nt_timeout_dope = dope;
-    /* a call to a server in an open wait (the fast path), NT set */
+    /* a call to a server in an open wait (the fast path), NT and TF set */
     __asm__ __volatile__("pushl %%ebp\n\t"
-                         "pushfl\n\t"
-                         "orl $0x4000, (%%esp)\n\t"
-                         "popfl\n\t"
                          "xorl %%ebp, %%ebp\n\t"
+                         "pushfl\n\t"
+                         "orl $0x4100, (%%esp)\n\t"
+                         "popfl\n\t"
                          "lcall $" L4_STR(L4_GATE_IPC) ", $0\n\t"
                          "popl %%ebp"
                          : "=a"(dope), "=d"(w0)
