@@ -368,7 +368,7 @@ class Machine:
         cpu.clear_stop()
         cpu.watch_writes()
         cpu.io_frozen = False
-        cpu.bh.bp_off = 1 if self.suspend_points else 0
+        self._arm_breakpoints()
         resuming = True
         at_breakpoint = cpu.eip in self.breakpoints and not self.suspend_points
         # Resuming from a breakpoint: execute the instruction under it first.  At a block
@@ -543,10 +543,9 @@ class Machine:
             # translation, and create the hook with a counted run that stops before its first
             # block, so that blocks translated from here on (even by `_block_icount`) have it.
             # Breakpoints are checked here, one instruction at a time, not natively.
-            cpu.need_exit_checks("counted", True)
             cpu.code_written()
             self._counted_mode = True
-            st.bp_off = 1
+            self._arm_breakpoints()
             cpu.request_stop()
             cpu.run_counted(1)
             cpu.clear_stop()
@@ -628,7 +627,12 @@ class Machine:
             cpu.run(0)
             cpu.clear_stop()
         cpu.end_counted()
-        cpu.bh.bp_off = 1 if self.suspend_points else 0
+        self._arm_breakpoints()
+
+    def _arm_breakpoints(self) -> None:
+        """The block callback stops at breakpoints unless they are suspended, or the machine
+        steps (which checks them itself, one instruction at a time)."""
+        self.cpu.bh.bp_off = int(self.suspend_points or self._counted_mode)
 
     # -- snapshots --------------------------------------------------------------------------------
     def save_state(self) -> "Snapshot":

@@ -349,12 +349,29 @@ static inline int let_through(struct bh_state *s, uint64_t off)
     return 1;
 }
 
+/* Does TLB entry `e` map `page` (for any access)?  Is it empty? */
+static inline int entry_maps(const struct tlb_entry *e, uint64_t page)
+{
+    return e->addr_code == page || e->addr_read == page ||
+           (e->addr_write & ~(uint64_t)TLB_NOTDIRTY) == page;
+}
+
+static inline int entry_empty(const struct tlb_entry *e)
+{
+    return e->addr_read == TLB_NONE && e->addr_write == TLB_NONE && e->addr_code == TLB_NONE;
+}
+
+/* The slot of `va`'s page in the table of `f`. */
+static inline uint64_t tlb_index(const struct tlb_fast *f, uint64_t va)
+{
+    return (va >> 12) & (f->mask >> 6);
+}
+
 /* Does the victim TLB hold an entry for `page`? */
 static inline int victim_holds(const struct tlb_desc *d, uint64_t page)
 {
     for (const struct tlb_entry *v = d->vtable; v < d->vtable + 8; v++)
-        if (v->addr_code == page || v->addr_read == page ||
-            (v->addr_write & ~(uint64_t)TLB_NOTDIRTY) == page)
+        if (entry_maps(v, page))
             return 1;
     return 0;
 }
@@ -397,6 +414,17 @@ static struct keep_space *keep_space_of(struct tlb_keep *k, uint64_t cr3, uint64
     return sp;
 }
 
+/* Whether entries are kept at all; the space whose entries are kept in this epoch, or NULL. */
+static inline int keep_on(const struct bh_state *s)
+{
+    return s->keep && !s->keep_off;
+}
+
+static inline struct keep_space *keeping(const struct bh_state *s)
+{
+    return keep_on(s) ? s->keep->cur : NULL;
+}
+
 /* The CPUIOTLBEntry {addr, attrs} of slot `index` of MMU index `idx`. */
 static inline const uint64_t *iotlb_of(const struct bh_state *s, unsigned idx, uint64_t index)
 {
@@ -414,23 +442,24 @@ static inline int keep_find(const struct keep_space *sp, uint64_t key)
 
 /* Copy aside the entry `e` of MMU index `idx` for `page` (and its CPUIOTLBEntry `io`) in this
  * epoch's space, when it may be put back later: RAM, no flag but the not-dirty mark, not part
- * of a large page.  A full space gives up the slot met in use longest ago. */
-static void keep_entry(struct bh_state *s, unsigned idx, uint64_t page, const struct tlb_entry *e,
-                       const uint64_t *io)
+ * of a large page.  A full space gives up the slot met in use longest ago.  Returns 1 when it
+ * was kept. */
+static int keep_entry(struct bh_state *s, unsigned idx, uint64_t page, const struct tlb_entry *e,
+                      const uint64_t *io)
 {
-    struct keep_space *sp = s->keep && !s->keep_off ? s->keep->cur : NULL;
+    struct keep_space *sp = keeping(s);
     if (!sp)
-        return;
+        return 0;
     const struct tlb_desc *d = &s->tlbd[idx];
     if (d->large_page_addr != ~(uint64_t)0 && (page & d->large_page_mask) == d->large_page_addr)
-        return;
+        return 0;
     if ((e->addr_read != TLB_NONE && e->addr_read != page) ||
         (e->addr_code != TLB_NONE && e->addr_code != page) ||
         (e->addr_write != TLB_NONE && (e->addr_write & ~(uint64_t)TLB_NOTDIRTY) != page))
-        return;
+        return 0;
     uint64_t off = host_off(s, e, page);
     if (off >= s->ram_size || (off & 0xFFF) || (e->paddr & 0xFFF))
-        return;
+        return 0;
     uint64_t key = page | idx | 4;
     int i = keep_find(sp, key);
     if (i < 0)
@@ -446,12 +475,13 @@ static void keep_entry(struct bh_state *s, unsigned idx, uint64_t page, const st
     sp->slot[i].e = *e;
     sp->slot[i].io_addr = io[0];
     sp->slot[i].io_attrs = io[1];
+    return 1;
 }
 
 /* The kept entry `key`, if any, was met in use in this epoch. */
 static void keep_touch(struct bh_state *s, uint64_t key)
 {
-    struct keep_space *sp = s->keep && !s->keep_off ? s->keep->cur : NULL;
+    struct keep_space *sp = keeping(s);
     int i = sp ? keep_find(sp, key) : -1;
     if (i >= 0)
         sp->seen[i] = sp->epochs;
@@ -512,12 +542,10 @@ static void keep_restore(struct bh_state *s, uint64_t cr3)
         uint64_t page = sp->key[i] & ~(uint64_t)0xFFF;
         struct tlb_fast *f = &s->tlb[idx];
         struct tlb_desc *d = &s->tlbd[idx];
-        uint64_t index = (page >> 12) & (f->mask >> 6);
+        uint64_t index = tlb_index(f, page);
         struct tlb_entry *te = &f->table[index];
-        int victim = te->addr_read != TLB_NONE || te->addr_write != TLB_NONE ||
-                     te->addr_code != TLB_NONE;
-        if (victim && (te->addr_code == page || te->addr_read == page ||
-                       (te->addr_write & ~(uint64_t)TLB_NOTDIRTY) == page || victim_holds(d, page)))
+        int victim = !entry_empty(te);
+        if (victim && (entry_maps(te, page) || victim_holds(d, page)))
             continue;                              /* refilled already */
         if (!keep_still_valid(s, idx, page, &k->e)) {
             sp->key[i] = 0;
@@ -558,8 +586,7 @@ static int keep_fill(struct bh_state *s, unsigned idx, struct tlb_entry *e, cons
     if (e->addr_write == (page | TLB_NOTDIRTY) && off < s->ram_size && !(off & 0xFFF) &&
         let_through(s, off))
         e->addr_write = page;
-    keep_entry(s, idx, page, e, io);
-    return keep_find(s->keep->cur, page | idx | 4) >= 0;
+    return keep_entry(s, idx, page, e, io);
 }
 
 /* Before a block that writes CR3 (whose flush would lose them): the entries Unicorn filled in
@@ -621,7 +648,7 @@ static const uint32_t no_esp0 = 0;     /* TSS.ESP0 when the TSS is not in RAM */
 static inline void victim_swap_in(struct bh_state *s, unsigned idx, uint64_t page)
 {
     struct tlb_fast *f = &s->tlb[idx];
-    uint64_t index = (page >> 12) & (f->mask >> 6);
+    uint64_t index = tlb_index(f, page);
     struct tlb_entry *e = &f->table[index];
     if (e->addr_read == page || e->addr_read == TLB_NONE)
         return;
@@ -648,14 +675,14 @@ static inline void victim_swap_in(struct bh_state *s, unsigned idx, uint64_t pag
 static inline int fast_write_page(struct bh_state *s, unsigned idx, uint64_t page)
 {
     struct tlb_fast *f = &s->tlb[idx];
-    uint64_t index = (page >> 12) & (f->mask >> 6);
+    uint64_t index = tlb_index(f, page);
     struct tlb_entry *e = &f->table[index];
     const uint64_t *io = iotlb_of(s, idx, index);
     if ((e->addr_write & ~(uint64_t)0xFFF) != page) {
         /* Not in its slot.  When another page holds the slot, this one may be in the victim
          * TLB (put back there, or pushed there): an entry there is settled the same way. */
         struct tlb_desc *d = &s->tlbd[idx];
-        if (e->addr_read == TLB_NONE && e->addr_write == TLB_NONE && e->addr_code == TLB_NONE)
+        if (entry_empty(e))
             return 0;
         unsigned v = 0;
         while (v < 8 && (d->vtable[v].addr_write & ~(uint64_t)0xFFF) != page)
@@ -689,7 +716,7 @@ static inline void fast_writes(struct bh_state *s, unsigned idx, uint64_t va)
     if (cr3 != s->fastw_cr3) {
         if (s->cr3[1] & CR4_PAE)
             return;
-        if (s->keep && !s->keep_off) {
+        if (keep_on(s)) {
             if (s->fastw_cr3 == NO_VA)             /* the host flushed: nothing kept holds */
                 memset(s->keep->used, 0, sizeof(s->keep->used));
             keep_restore(s, cr3);
@@ -708,9 +735,9 @@ static inline void fast_writes(struct bh_state *s, unsigned idx, uint64_t va)
     if (sp != s->fastw_done[idx] && fast_write_page(s, idx, sp & ~(uint64_t)3))
         s->fastw_done[idx] = sp;
     uint64_t cp = (va & ~(uint64_t)0xFFF) | idx;
-    if (s->keep && !s->keep_off && cp != s->keep_code[idx]) {   /* its code's page, once an epoch */
+    if (keeping(s) && cp != s->keep_code[idx]) {   /* its code's page, once an epoch */
         struct tlb_fast *f = &s->tlb[idx];
-        uint64_t index = (va >> 12) & (f->mask >> 6);
+        uint64_t index = tlb_index(f, va);
         if (f->table[index].addr_code == (cp & ~(uint64_t)3))
             keep_entry(s, idx, cp & ~(uint64_t)3, &f->table[index], iotlb_of(s, idx, index));
         else
@@ -754,7 +781,7 @@ static inline const struct tlb_entry *code_entry(const struct bh_state *s, uint6
                                                  unsigned idx, unsigned hint)
 {
     const struct tlb_fast *f = &s->tlb[idx];
-    const struct tlb_entry *e = &f->table[(va >> 12) & (f->mask >> 6)];
+    const struct tlb_entry *e = &f->table[tlb_index(f, va)];
     const struct tlb_entry *vt = s->tlbd[idx].vtable;
     uint64_t page = va & ~(uint64_t)0xFFF;
     if (e->addr_code == page)
@@ -911,7 +938,7 @@ count:
     s->last_icount = icount;
     if (s->fastw) {
         fast_writes(s, idx, va);
-        if ((flags & BLOCK_WRITES_CR3) && s->keep && !s->keep_off)
+        if ((flags & BLOCK_WRITES_CR3) && keeping(s))
             keep_epoch_pages(s);
     }
     uint64_t b = s->budget ? s->budget - 1 + icount : 0;
